@@ -1,0 +1,208 @@
+"""Samplers for random attention at initialisation and for model inputs.
+
+* Random Markov matrices A_ij = x_ij / sum_k x_ik with i.i.d. non-negative entries
+  (Mind the Gap, Def. 1.1; SPEC section 2), for every entry law gapscope knows.
+* Isometric inputs (X X^T = I) and non-isometric ones (Gaussian rows of unit length).
+* Key-query softmax attention at initialisation under N(0,1), Xavier or He weights
+  (Mind the Gap, Prop. 1; SPEC section 3).
+
+Every sampler takes ``generator``: an integer seed or a ``torch.Generator``; the
+same seed gives bit-identical samples on the same machine.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from gapscope._checks import as_generator, check_choice, check_int, check_positive, check_tensor
+
+LAWS = ("lognormal", "exponential", "gamma", "uniform", "half-normal", "bernoulli")
+KEY_QUERY_INITS = ("standard", "xavier", "he")
+
+BatchShape = Sequence[int]
+
+
+@dataclass(frozen=True)
+class EntryLaw:
+    """Law of the i.i.d. non-negative entries behind a Random Markov matrix (SPEC section 2).
+
+    ``sigma2`` is the normalised variance var/mean^2: the only property of the law
+    that the limit theorems see (the sigma^2 of Mind the Gap, Thm 2).
+    ``parameters`` holds the sampler's own parameters, for the record.
+    """
+
+    name: str
+    sigma2: float
+    parameters: tuple[tuple[str, float], ...] = ()
+
+    def parameter(self, key: str) -> float:
+        return dict(self.parameters)[key]
+
+    def sample(self, shape: Sequence[int], generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+        """Draw non-negative entries of the given shape (lognormal entries come back as logs)."""
+        size = tuple(shape)
+        if self.name == "lognormal":
+            return torch.randn(size, generator=generator, dtype=dtype) * self.parameter("s")
+        if self.name == "exponential":
+            return torch.empty(size, dtype=dtype).exponential_(generator=generator)
+        if self.name == "gamma":
+            k = self.parameter("k")
+            return torch._standard_gamma(torch.full(size, k, dtype=dtype), generator=generator) / k
+        if self.name == "uniform":
+            return torch.rand(size, generator=generator, dtype=dtype)
+        if self.name == "half-normal":
+            return torch.randn(size, generator=generator, dtype=dtype).abs()
+        p, eps = self.parameter("p"), self.parameter("eps")
+        return torch.bernoulli(torch.full(size, p, dtype=dtype), generator=generator) + eps
+
+
+def entry_law(
+    name: str,
+    sigma2: float | None = None,
+    *,
+    p: float | None = None,
+    eps: float | None = None,
+) -> EntryLaw:
+    """Build an entry law by name, optionally at a chosen normalised variance ``sigma2``.
+
+    * ``lognormal``: exp(s Z) with s^2 = ln(1 + sigma2); any sigma2 > 0 (default 1).
+    * ``exponential``: Exp(1), sigma2 = 1.
+    * ``gamma``: Gamma(k, 1/k) with k = 1/sigma2; any sigma2 > 0 (default 1).
+    * ``uniform``: U(0, 1), sigma2 = 1/3.
+    * ``half-normal``: |N(0, 1)|, sigma2 = pi/2 - 1.
+    * ``bernoulli``: Bernoulli(p) + eps, sigma2 = p(1-p)/(p+eps)^2 (defaults p = 0.5,
+      eps = 0.1); given ``sigma2`` instead of ``eps``, eps is solved for.
+    """
+    check_choice(name, "law", LAWS)
+    if sigma2 is not None:
+        sigma2 = check_positive(sigma2, "sigma2")
+    if name != "bernoulli" and (p is not None or eps is not None):
+        raise ValueError(f"p and eps apply only to the 'bernoulli' law, not to {name!r}")
+    if name == "lognormal":
+        s2 = 1.0 if sigma2 is None else sigma2
+        return EntryLaw(name, s2, (("s", math.sqrt(math.log1p(s2))),))
+    if name == "gamma":
+        s2 = 1.0 if sigma2 is None else sigma2
+        return EntryLaw(name, s2, (("k", 1.0 / s2),))
+    fixed = {"exponential": 1.0, "uniform": 1.0 / 3.0, "half-normal": math.pi / 2 - 1}
+    if name in fixed:
+        if sigma2 is not None and not math.isclose(sigma2, fixed[name], rel_tol=1e-12):
+            raise ValueError(
+                f"law {name!r} has the fixed sigma2 = {fixed[name]:.6g}; got sigma2={sigma2}. "
+                "Use 'lognormal' or 'gamma' to choose sigma2."
+            )
+        return EntryLaw(name, fixed[name])
+    p = 0.5 if p is None else check_positive(p, "p")
+    if p >= 1:
+        raise ValueError(f"p must lie in (0, 1), got {p}")
+    if sigma2 is not None and eps is not None:
+        raise ValueError("give either sigma2 or eps for the 'bernoulli' law, not both")
+    if sigma2 is not None:
+        eps = math.sqrt(p * (1 - p) / sigma2) - p
+        if eps <= 0:
+            raise ValueError(
+                f"sigma2 must be < (1-p)/p = {(1 - p) / p:.6g} for the 'bernoulli' law with p={p}; "
+                f"got {sigma2}"
+            )
+    eps = 0.1 if eps is None else check_positive(eps, "eps")
+    return EntryLaw(name, p * (1 - p) / (p + eps) ** 2, (("p", p), ("eps", eps)))
+
+
+def random_markov(
+    T: int,
+    law: str | EntryLaw = "lognormal",
+    sigma2: float | None = None,
+    *,
+    batch_shape: BatchShape = (),
+    dtype: torch.dtype = torch.float64,
+    generator: Any = None,
+) -> torch.Tensor:
+    """Sample Random Markov matrices of shape ``(*batch_shape, T, T)`` (Mind the Gap, Def. 1.1).
+
+    Rows are x_i / sum_j x_ij for i.i.d. entries of the given law; lognormal rows are
+    a softmax of Gaussian logits, which never overflows. Use :func:`entry_law` to read
+    the normalised sigma^2 of a law.
+    """
+    T = check_int(T, "T", minimum=2)
+    spec = law if isinstance(law, EntryLaw) else entry_law(law, sigma2)
+    g = as_generator(generator)
+    draws = spec.sample((*batch_shape, T, T), g, dtype)
+    if spec.name == "lognormal":
+        return torch.softmax(draws, dim=-1)
+    return draws / draws.sum(dim=-1, keepdim=True)
+
+
+def isometric_input(
+    T: int,
+    d: int,
+    *,
+    batch_shape: BatchShape = (),
+    dtype: torch.dtype = torch.float64,
+    generator: Any = None,
+) -> torch.Tensor:
+    """Sample X of shape (..., T, d) with orthonormal rows, X X^T = I_T, Haar-distributed.
+
+    The rows are the first T rows of a Haar orthogonal d x d matrix (QR of a Gaussian
+    matrix with the signs fixed by diag R), the isometric input of Mind the Gap.
+    """
+    T = check_int(T, "T", minimum=2)
+    d = check_int(d, "d", minimum=1)
+    if T > d:
+        raise ValueError(f"isometric input needs T <= d (X X^T = I_T has rank T); got T={T}, d={d}")
+    g = as_generator(generator)
+    gauss = torch.randn((*batch_shape, d, T), generator=g, dtype=dtype)
+    q, r = torch.linalg.qr(gauss)
+    signs = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
+    signs = torch.where(signs == 0, torch.ones_like(signs), signs)
+    return (q * signs.unsqueeze(-2)).transpose(-2, -1)
+
+
+def unit_gaussian_rows(
+    T: int,
+    d: int,
+    *,
+    batch_shape: BatchShape = (),
+    dtype: torch.dtype = torch.float64,
+    generator: Any = None,
+) -> torch.Tensor:
+    """Sample non-isometric input: i.i.d. Gaussian rows normalised to unit length (any T, d)."""
+    T = check_int(T, "T", minimum=2)
+    d = check_int(d, "d", minimum=1)
+    g = as_generator(generator)
+    x = torch.randn((*batch_shape, T, d), generator=g, dtype=dtype)
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+
+
+def key_query_std(init: str | float, d: int, dk: int) -> float:
+    """Entry std of W_Q, W_K in R^{d x dk}: 1 (standard), sqrt(2/(d+dk)) (Xavier), sqrt(2/d) (He)."""
+    if not isinstance(init, str):
+        return check_positive(init, "init")
+    check_choice(init, "init", KEY_QUERY_INITS)
+    return {"standard": 1.0, "xavier": math.sqrt(2.0 / (d + dk)), "he": math.sqrt(2.0 / d)}[init]
+
+
+def key_query_attention(
+    X: torch.Tensor,
+    *,
+    dk: int | None = None,
+    init: str | float = "standard",
+    generator: Any = None,
+) -> torch.Tensor:
+    """Softmax attention softmax(X W_Q W_K^T X^T / sqrt(dk)) with fresh Gaussian W_Q, W_K.
+
+    Mind the Gap, Prop. 1 (SPEC section 3). ``X`` has shape (..., T, d); each batch
+    element gets its own weights. ``init`` is 'standard', 'xavier', 'he' or an entry std.
+    """
+    X = check_tensor(X, "X")
+    d = X.shape[-1]
+    dk = d if dk is None else check_int(dk, "dk", minimum=1)
+    std = key_query_std(init, d, dk)
+    g = as_generator(generator)
+    w = torch.randn((2, *X.shape[:-2], d, dk), generator=g, dtype=X.dtype) * std
+    q, k = X @ w[0], X @ w[1]
+    return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(dk), dim=-1)

@@ -1,0 +1,47 @@
+"""Numerics on torch tensors: spectra (dense and matrix-free), the spectral gap, and
+collapse metrics of token representations. Batched over leading dimensions."""
+
+from gapscope.linalg.gap import SpectralGap, spectral_gap
+from gapscope.linalg.metrics import (
+    StableRank,
+    composite_norm,
+    covariance_stable_rank,
+    dong_residual,
+    effective_rank,
+    hfc_lfc_ratio,
+    high_frequency,
+    mean_cosine_similarity,
+    noci_measure,
+    stable_rank,
+)
+from gapscope.linalg.spectra import (
+    MatrixFreeOperator,
+    TopK,
+    as_operator,
+    eigenvalues,
+    singular_values,
+    top_eigenvalues,
+    top_singular_values,
+)
+
+__all__ = [
+    "MatrixFreeOperator",
+    "SpectralGap",
+    "StableRank",
+    "TopK",
+    "as_operator",
+    "composite_norm",
+    "covariance_stable_rank",
+    "dong_residual",
+    "effective_rank",
+    "eigenvalues",
+    "hfc_lfc_ratio",
+    "high_frequency",
+    "mean_cosine_similarity",
+    "noci_measure",
+    "singular_values",
+    "spectral_gap",
+    "stable_rank",
+    "top_eigenvalues",
+    "top_singular_values",
+]
