@@ -20,6 +20,13 @@ class StableRank(NamedTuple):
     minus_one: torch.Tensor
 
 
+def _unit_scale(X: torch.Tensor) -> torch.Tensor:
+    """Divide each matrix by its largest entry, so that scale-invariant metrics of tiny or
+    huge inputs neither underflow nor overflow."""
+    largest = X.abs().amax(dim=(-2, -1), keepdim=True)
+    return X / torch.where(largest > 0, largest, torch.ones_like(largest))
+
+
 def _stable_rank_from_singular_values(s: torch.Tensor, power: int) -> StableRank:
     """1 + sum_{i>=2} (s_i/s_1)^power, with the excess kept as its own sum (SPEC section 6)."""
     top = s[..., :1]
@@ -35,7 +42,7 @@ def stable_rank(M: torch.Tensor) -> StableRank:
     A zero matrix has no stable rank and gives NaN.
     """
     M = check_tensor(M, "M")
-    return _stable_rank_from_singular_values(torch.linalg.svdvals(M), 2)
+    return _stable_rank_from_singular_values(torch.linalg.svdvals(_unit_scale(M)), 2)
 
 
 def covariance_stable_rank(X: torch.Tensor) -> StableRank:
@@ -45,7 +52,7 @@ def covariance_stable_rank(X: torch.Tensor) -> StableRank:
     X X^T keeps sr - 1 accurate down to about eps^2 (SPEC section 6).
     """
     X = check_tensor(X, "X")
-    return _stable_rank_from_singular_values(torch.linalg.svdvals(X), 4)
+    return _stable_rank_from_singular_values(torch.linalg.svdvals(_unit_scale(X)), 4)
 
 
 def effective_rank(X: torch.Tensor) -> torch.Tensor:
@@ -54,7 +61,7 @@ def effective_rank(X: torch.Tensor) -> torch.Tensor:
     Lies in [1, rank X]; a zero matrix gives NaN.
     """
     X = check_tensor(X, "X")
-    s = torch.linalg.svdvals(X)
+    s = torch.linalg.svdvals(_unit_scale(X))
     total = s.sum(dim=-1, keepdim=True)
     p = s / total
     entropy = -torch.where(p > 0, p * torch.log(p), torch.zeros_like(p)).sum(dim=-1)
@@ -80,6 +87,7 @@ def hfc_lfc_ratio(X: torch.Tensor, norm: Literal["fro", "spectral"] = "fro") -> 
     """
     X = check_tensor(X, "X")
     check_choice(norm, "norm", ("fro", "spectral"))
+    X = _unit_scale(X)
     hfc = high_frequency(X)
     if norm == "fro":
         high = torch.linalg.matrix_norm(hfc, ord="fro")
@@ -100,6 +108,7 @@ def mean_cosine_similarity(X: torch.Tensor) -> torch.Tensor:
     n = X.shape[-2]
     if n < 2:
         raise ValueError(f"X must have at least 2 rows (tokens), got shape {tuple(X.shape)}")
+    X = _unit_scale(X)
     norms = torch.linalg.vector_norm(X, dim=-1, keepdim=True)
     if bool((norms == 0).any()):
         raise ValueError("X has a row of zero norm; the cosine similarity is undefined for it")
@@ -123,8 +132,10 @@ def dong_residual(X: torch.Tensor, *, relative: bool = True) -> torch.Tensor:
     section 12, item 7). With ``relative`` the residual is divided by ||X||_{1,inf}.
     """
     X = check_tensor(X, "X")
-    res = composite_norm(high_frequency(X))
-    return res / composite_norm(X) if relative else res
+    if not relative:
+        return composite_norm(high_frequency(X))
+    X = _unit_scale(X)
+    return composite_norm(high_frequency(X)) / composite_norm(X)
 
 
 def noci_measure(X: torch.Tensor) -> torch.Tensor:
@@ -132,7 +143,7 @@ def noci_measure(X: torch.Tensor) -> torch.Tensor:
 
     Equals 1 exactly when all rows are equal, and 1 / (1 + (HFC/LFC)_F^2) in general.
     """
-    X = check_tensor(X, "X")
+    X = _unit_scale(check_tensor(X, "X"))
     n = X.shape[-2]
     column_sums = X.sum(dim=-2)
     return (torch.linalg.vector_norm(column_sums, dim=-1) ** 2) / (

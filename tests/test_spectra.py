@@ -1,0 +1,85 @@
+"""Dense spectra and matrix-free Krylov top-k against dense references."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gapscope.ensembles import random_markov
+from gapscope.linalg import (
+    MatrixFreeOperator,
+    eigenvalues,
+    singular_values,
+    top_eigenvalues,
+    top_singular_values,
+)
+
+
+def test_eigenvalues_are_sorted_by_modulus_and_complete():
+    A = random_markov(30, generator=0)
+    lam = eigenvalues(A)
+    assert lam.is_complex() and lam.shape == (30,)
+    assert bool((lam.abs()[:-1] >= lam.abs()[1:]).all())
+    assert lam[0].real == pytest.approx(1.0, abs=1e-12)
+    assert complex(lam.sum()) == pytest.approx(float(A.trace()), abs=1e-12)
+
+
+def test_singular_values_descend():
+    s = singular_values(random_markov(30, generator=0))
+    assert bool((s[:-1] >= s[1:]).all())
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    m=st.integers(40, 120),
+    n=st.integers(40, 120),
+    k=st.integers(1, 4),
+    seed=st.integers(0, 2**31),
+)
+def test_matrix_free_singular_values_agree_with_dense(m, n, k, seed):
+    g = torch.Generator().manual_seed(seed)
+    M = torch.randn((2, m, n), generator=g, dtype=torch.float64)
+    op = MatrixFreeOperator.from_dense(M)
+    top = top_singular_values(op, k, krylov_dim=30, max_restarts=300)
+    assert bool(top.converged.all())
+    assert torch.allclose(top.values, torch.linalg.svdvals(M)[..., :k], rtol=1e-9)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(40, 100), k=st.integers(1, 3), seed=st.integers(0, 2**31))
+def test_matrix_free_eigenvalues_agree_with_dense(n, k, seed):
+    """Non-symmetric matrices with a few outliers outside a random bulk, as attention has."""
+    g = torch.Generator().manual_seed(seed)
+    bulk = torch.randn((n, n), generator=g, dtype=torch.float64) / math.sqrt(n)
+    u = torch.randn((n, 3), generator=g, dtype=torch.float64) / math.sqrt(n)
+    v = torch.randn((n, 3), generator=g, dtype=torch.float64) / math.sqrt(n)
+    M = bulk + 4 * u @ torch.diag(torch.tensor([3.0, -2.5, 2.0], dtype=torch.float64)) @ v.T
+    top = top_eigenvalues(MatrixFreeOperator.from_dense(M), k, krylov_dim=40, max_restarts=300)
+    dense = eigenvalues(M)[:k]
+    assert bool(top.converged)
+    assert torch.allclose(top.values.abs(), dense.abs(), rtol=1e-7)
+
+
+def test_matrix_free_spectra_of_a_markov_matrix():
+    A = random_markov(500, "exponential", generator=3)
+    sv = top_singular_values(A, 4)
+    ev = top_eigenvalues(A, 3)
+    assert bool(sv.converged) and bool(ev.converged)
+    assert torch.allclose(sv.values, torch.linalg.svdvals(A)[:4], rtol=1e-10)
+    assert torch.allclose(ev.values.abs(), eigenvalues(A)[:3].abs(), rtol=1e-6)
+
+
+def test_small_operators_fall_back_to_the_exact_dense_answer():
+    M = torch.randn((3, 20, 20), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    top = top_singular_values(M, 5)
+    assert torch.allclose(top.values, torch.linalg.svdvals(M)[..., :5])
+    assert torch.allclose(top_eigenvalues(M, 5).values, eigenvalues(M)[..., :5])
+
+
+def test_operator_dense_round_trip():
+    M = torch.randn((2, 7, 5), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    op = MatrixFreeOperator.from_dense(M)
+    assert op.batch_shape == (2,)
+    assert torch.equal(op.dense(), M)
