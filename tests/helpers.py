@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,32 +18,43 @@ def mc_tolerance(samples: np.ndarray, z: float = 4.0) -> float:
     return z * samples.std(ddof=1) / math.sqrt(samples.size)
 
 
+@dataclass
+class Propagation:
+    """Input X_0, representations X_1..X_L, attention matrices and value weights of one draw."""
+
+    x0: torch.Tensor
+    xs: list[torch.Tensor]
+    attns: list[torch.Tensor]
+    weights: list[torch.Tensor]
+
+
 def propagate(
     T: int,
     gamma: float,
     layers: int,
     *,
     law: str = "exponential",
+    sigma2: float | None = None,
     sigma_w2: float = 1.0,
     gap_removed: bool = False,
     generator: int = 0,
-) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+) -> Propagation:
     """X_l = A_l X_{l-1} W_l from isometric X_0 (SPEC section 5), in float64.
 
-    Returns the representations X_1..X_L, the attention matrices and the weights.
     ``gap_removed`` uses A - 11^T/T instead of A.
     """
     d = round(T / gamma)
     g = as_generator(generator)
-    X = isometric_input(T, d, generator=g)
-    xs, attns, weights = [], [], []
+    x0 = isometric_input(T, d, generator=g)
+    run = Propagation(x0, [], [], [])
+    X = x0
     for _ in range(layers):
-        A = random_markov(T, law, generator=g)
+        A = random_markov(T, law, sigma2, generator=g)
         if gap_removed:
             A = A - 1.0 / T
         W = torch.randn((d, d), generator=g, dtype=torch.float64) * math.sqrt(sigma_w2)
         X = A @ X @ W
-        xs.append(X)
-        attns.append(A)
-        weights.append(W)
-    return xs, attns, weights
+        run.xs.append(X)
+        run.attns.append(A)
+        run.weights.append(W)
+    return run

@@ -91,9 +91,7 @@ def test_mean_cosine_matches_pairwise_definition(M):
     norms = M.norm(dim=-1)
     assume(bool((norms > 1e-6).all()))
     n = M.shape[0]
-    pairs = [
-        float(M[i] @ M[j] / (norms[i] * norms[j])) for i, j in itertools.combinations(range(n), 2)
-    ]
+    pairs = [float(M[i] @ M[j] / (norms[i] * norms[j])) for i, j in itertools.combinations(range(n), 2)]
     assert float(mean_cosine_similarity(M)) == pytest.approx(np.mean(pairs), abs=1e-10)
 
 
@@ -113,9 +111,7 @@ def test_dense_references():
     assert torch.allclose(effective_rank(X), torch.exp(-(p * p.log()).sum(-1)))
     centred = X - X.mean(-2, keepdim=True)
     lfc = X.mean(-2, keepdim=True).expand_as(X)
-    assert torch.allclose(
-        hfc_lfc_ratio(X), torch.linalg.matrix_norm(centred) / torch.linalg.matrix_norm(lfc)
-    )
+    assert torch.allclose(hfc_lfc_ratio(X), torch.linalg.matrix_norm(centred) / torch.linalg.matrix_norm(lfc))
     assert torch.allclose(
         hfc_lfc_ratio(X, norm="spectral"),
         torch.linalg.matrix_norm(centred, 2) / torch.linalg.matrix_norm(lfc, 2),

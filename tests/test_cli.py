@@ -1,0 +1,64 @@
+"""End-to-end tests of the gapscope command."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from gapscope.cli import app
+
+runner = CliRunner()
+
+
+def test_spectrum_json_reports_measured_and_predicted():
+    result = runner.invoke(app, ["spectrum", "--law", "exponential", "--T", "400", "--seed", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert payload["ensemble"]["law"] == "exponential"
+    measured, predicted = payload["measured"], payload["predicted"]
+    assert predicted["sqrt_T_s2"] == pytest.approx(2.0)
+    assert measured["sqrt_T_s2"] == pytest.approx(2.0, rel=0.08)
+    assert len(measured["singular_outliers"]) == 1
+    assert measured["abs_lambda1"] == pytest.approx(1.0)
+
+
+def test_spectrum_is_reproducible_from_the_seed():
+    args = ["spectrum", "--law", "gamma", "--sigma2", "0.5", "--T", "100", "--json"]
+    first, second = runner.invoke(app, args), runner.invoke(app, args)
+    assert first.output == second.output
+
+
+def test_spectrum_key_query_table_and_figure(tmp_path):
+    result = runner.invoke(app, ["spectrum", "--kq", "xavier", "--T", "120", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "sqrt(T) s2" in result.output and "key_query" in result.output
+    figure = tmp_path / "spectrum.png"
+    assert figure.exists() and figure.stat().st_size > 10_000
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_spectrum_key_query_json_uses_the_finite_dk_prediction():
+    result = runner.invoke(app, ["spectrum", "--kq", "standard", "--T", "200", "--dk", "50", "--json"])
+    payload = json.loads(result.output)
+    assert payload["ensemble"]["dk"] == 50
+    assert payload["predicted"]["sigma2"] == pytest.approx((1 - 4 / 50) ** -25 * (1 - 1 / 50) ** 50 - 1)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--T", "1"], "T must be an integer >= 2"),
+        (["--law", "uniform", "--sigma2", "2"], "fixed sigma2"),
+        (["--sigma2", "-1"], "sigma2 must be > 0"),
+        (["--kq", "standard", "--T", "50", "--d", "20"], "isometric input needs T <= d"),
+    ],
+)
+def test_spectrum_bad_input_names_the_argument(args, message):
+    result = runner.invoke(app, ["spectrum", *args])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+
+
+def test_unknown_law_is_refused_by_the_parser():
+    result = runner.invoke(app, ["spectrum", "--law", "cauchy"])
+    assert result.exit_code != 0
