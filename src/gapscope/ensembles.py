@@ -43,22 +43,30 @@ class EntryLaw:
     def parameter(self, key: str) -> float:
         return dict(self.parameters)[key]
 
-    def sample(self, shape: Sequence[int], generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
-        """Draw non-negative entries of the given shape (lognormal entries come back as logs)."""
+    def sample_logits(
+        self, shape: Sequence[int], generator: torch.Generator, dtype: torch.dtype
+    ) -> torch.Tensor:
+        """Draw log x for i.i.d. entries x of this law (an entry of 0 gives -inf).
+
+        Working with logs makes every Random Markov matrix a row softmax, which
+        never overflows whatever sigma^2 is.
+        """
         size = tuple(shape)
         if self.name == "lognormal":
             return torch.randn(size, generator=generator, dtype=dtype) * self.parameter("s")
         if self.name == "exponential":
-            return torch.empty(size, dtype=dtype).exponential_(generator=generator)
-        if self.name == "gamma":
+            x = torch.empty(size, dtype=dtype).exponential_(generator=generator)
+        elif self.name == "gamma":
             k = self.parameter("k")
-            return torch._standard_gamma(torch.full(size, k, dtype=dtype), generator=generator) / k
-        if self.name == "uniform":
-            return torch.rand(size, generator=generator, dtype=dtype)
-        if self.name == "half-normal":
-            return torch.randn(size, generator=generator, dtype=dtype).abs()
-        p, eps = self.parameter("p"), self.parameter("eps")
-        return torch.bernoulli(torch.full(size, p, dtype=dtype), generator=generator) + eps
+            x = torch._standard_gamma(torch.full(size, k, dtype=dtype), generator=generator) / k
+        elif self.name == "uniform":
+            x = torch.rand(size, generator=generator, dtype=dtype)
+        elif self.name == "half-normal":
+            x = torch.randn(size, generator=generator, dtype=dtype).abs()
+        else:
+            p, eps = self.parameter("p"), self.parameter("eps")
+            x = torch.bernoulli(torch.full(size, p, dtype=dtype), generator=generator) + eps
+        return torch.log(x)
 
 
 def entry_law(
@@ -124,17 +132,13 @@ def random_markov(
 ) -> torch.Tensor:
     """Sample Random Markov matrices of shape ``(*batch_shape, T, T)`` (Mind the Gap, Def. 1.1).
 
-    Rows are x_i / sum_j x_ij for i.i.d. entries of the given law; lognormal rows are
-    a softmax of Gaussian logits, which never overflows. Use :func:`entry_law` to read
-    the normalised sigma^2 of a law.
+    Rows are x_i / sum_j x_ij for i.i.d. entries of the given law, computed as the row
+    softmax of log x. Use :func:`entry_law` to read the normalised sigma^2 of a law.
     """
     T = check_int(T, "T", minimum=2)
     spec = law if isinstance(law, EntryLaw) else entry_law(law, sigma2)
     g = as_generator(generator)
-    draws = spec.sample((*batch_shape, T, T), g, dtype)
-    if spec.name == "lognormal":
-        return torch.softmax(draws, dim=-1)
-    return draws / draws.sum(dim=-1, keepdim=True)
+    return torch.softmax(spec.sample_logits((*batch_shape, T, T), g, dtype), dim=-1)
 
 
 def isometric_input(

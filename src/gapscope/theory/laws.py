@@ -33,14 +33,14 @@ def circular_law_radius(sigma2: float) -> float:
 
 
 def circular_law_density(z: ArrayLike, sigma2: float) -> FloatArray:
-    """Density 1/(pi sigma^2) on the disc |z| <= sigma, 0 outside (complex or real input)."""
+    """Circular law: density 1/(pi sigma^2) on the disc |z| <= sigma, 0 outside (SPEC section 4)."""
     r = circular_law_radius(sigma2)
     inside = np.abs(np.asarray(z)) <= r
     return np.where(inside, 1.0 / (math.pi * r * r), 0.0)
 
 
 def circular_law_modulus_cdf(r: ArrayLike, sigma2: float) -> FloatArray:
-    """P(|lambda| <= r) = min(1, r^2 / sigma^2) under the circular law."""
+    """P(|lambda| <= r) = min(1, r^2 / sigma^2) under the circular law (SPEC section 4)."""
     radius = circular_law_radius(sigma2)
     return np.clip(np.asarray(r, dtype=float) / radius, 0.0, 1.0) ** 2
 
@@ -49,7 +49,7 @@ def circular_law_modulus_cdf(r: ArrayLike, sigma2: float) -> FloatArray:
 
 
 def quarter_circle_pdf(x: ArrayLike, sigma2: float) -> FloatArray:
-    """Density sqrt(4 sigma^2 - x^2) / (pi sigma^2) on [0, 2 sigma] (Mind the Gap, Lemma 3)."""
+    """Density sqrt(4 sigma^2 - x^2) / (pi sigma^2) on [0, 2 sigma] (Mind the Gap, Lemma 3; SPEC 4)."""
     s2 = check_positive(sigma2, "sigma2")
     x = np.asarray(x, dtype=float)
     inside = (x >= 0) & (x <= 2 * math.sqrt(s2))
@@ -57,14 +57,17 @@ def quarter_circle_pdf(x: ArrayLike, sigma2: float) -> FloatArray:
 
 
 def quarter_circle_cdf(x: ArrayLike, sigma2: float) -> FloatArray:
-    """CDF (2/pi)(u sqrt(1-u^2) + arcsin u), u = x / (2 sigma), of the quarter-circle law."""
+    """Quarter-circle CDF (2/pi)(u sqrt(1-u^2) + arcsin u), u = x / (2 sigma) (SPEC section 4)."""
     s = math.sqrt(check_positive(sigma2, "sigma2"))
     u = np.clip(np.asarray(x, dtype=float) / (2 * s), 0.0, 1.0)
     return (2 / math.pi) * (u * np.sqrt(1 - u * u) + np.arcsin(u))
 
 
 def quarter_circle_moment(p: float, sigma2: float) -> float:
-    """E x^p = (2 sigma)^p (2/pi) B((p+1)/2, 3/2); for p = 2k this is sigma^{2k} Catalan_k."""
+    """Quarter-circle moment E x^p = (2 sigma)^p (2/pi) B((p+1)/2, 3/2) (SPEC section 4).
+
+    For p = 2k this is sigma^{2k} Catalan_k.
+    """
     s = math.sqrt(check_positive(sigma2, "sigma2"))
     p = check_positive(p, "p", allow_zero=True)
     return float((2 * s) ** p * (2 / math.pi) * scipy.special.beta((p + 1) / 2, 1.5))
@@ -75,7 +78,7 @@ def quarter_circle_moment(p: float, sigma2: float) -> float:
 
 @dataclass(frozen=True)
 class MarchenkoPastur:
-    """MP(ratio, scale): eigenvalue law with mean ``scale`` and variance ``ratio * scale^2``.
+    """MP(ratio, scale): eigenvalue law with mean ``scale`` and variance ``ratio * scale^2`` (SPEC section 1).
 
     It is the limit law of (s^2/N) G G^T for a T x N Gaussian G with T/N -> ratio.
     For ratio > 1 it has an atom of mass 1 - 1/ratio at 0 (not part of ``pdf``).
@@ -98,7 +101,7 @@ class MarchenkoPastur:
         return max(0.0, 1.0 - 1.0 / self.ratio)
 
     def pdf(self, x: ArrayLike) -> FloatArray:
-        """Density of the continuous part, sqrt((b-x)(x-a)) / (2 pi ratio scale x)."""
+        """Density of the continuous part, sqrt((b-x)(x-a)) / (2 pi ratio scale x) (SPEC section 1)."""
         a, b = self.edges
         x = np.asarray(x, dtype=float)
         inside = (x > a) & (x < b) & (x > 0)
@@ -109,7 +112,7 @@ class MarchenkoPastur:
         return np.where(inside, value, 0.0)
 
     def cdf(self, x: ArrayLike) -> FloatArray:
-        """P(X <= x), the atom at 0 included (numerical integration of the density)."""
+        """P(X <= x), the atom at 0 included, by integrating the density (SPEC section 1)."""
         a, b = self.edges
         x = np.asarray(x, dtype=float)
 
@@ -125,7 +128,7 @@ class MarchenkoPastur:
         return np.vectorize(one, otypes=[float])(x)
 
     def moments(self, kmax: int) -> FloatArray:
-        """m_1..m_kmax: scale^k sum_j Narayana(k, j+1) ratio^j."""
+        """m_1..m_kmax: scale^k sum_j Narayana(k, j+1) ratio^j (SPEC sections 1 and 8)."""
         return FreeMPProduct((self.ratio,), (self.scale,)).moments(kmax)
 
 
@@ -133,7 +136,7 @@ class MarchenkoPastur:
 
 
 def fuss_catalan(p: int, k: int) -> int:
-    """FC_p(k) = binom((p+1)k, k) / (pk+1): the k-th moment of the p-fold free product of MP(1)."""
+    """FC_p(k) = binom((p+1)k, k) / (pk+1), the k-th moment of the p-fold free product of MP(1) (SPEC 8)."""
     p = check_int(p, "p", minimum=0)
     k = check_int(k, "k", minimum=0)
     return math.comb((p + 1) * k, k) // (p * k + 1)
@@ -181,6 +184,7 @@ class FreeMPProduct:
         return cls(ratios, scales)
 
     def s_transform(self, u: ArrayLike) -> FloatArray:
+        """S(u) = prod_i 1 / (scale_i (1 + ratio_i u)) (SPEC section 8)."""
         u = np.asarray(u, dtype=complex if np.iscomplexobj(u) else float)
         out = np.ones_like(u)
         for r, s in zip(self.ratios, self.scales, strict=True):
@@ -201,7 +205,8 @@ class FreeMPProduct:
         return max(0.0, 1.0 - 1.0 / max(self.ratios))
 
     def moments(self, kmax: int) -> FloatArray:
-        """m_1..m_kmax by Lagrange inversion: m_k = (prod scale^k / k) [u^{k-1}] (1+u)^k prod (1+r_i u)^k."""
+        """m_1..m_kmax by Lagrange inversion of the S-transform (SPEC section 8):
+        m_k = (prod scale^k / k) [u^{k-1}] (1+u)^k prod (1+r_i u)^k."""
         kmax = check_int(kmax, "kmax", minimum=1)
         out = np.empty(kmax)
         for k in range(1, kmax + 1):
@@ -225,7 +230,7 @@ class FreeMPProduct:
         return 1.0 / chi
 
     def pdf(self, x: ArrayLike) -> FloatArray:
-        """Density of the continuous part at points x (zero outside the support).
+        """Density of the continuous part at points x, zero outside the support (SPEC section 8).
 
         With psi(1/w) = w G(w) - 1, the S-transform gives the polynomial equation
         w psi = (1 + psi) prod_i scale_i (1 + ratio_i psi). Its physical root is

@@ -63,7 +63,7 @@ def scaled_second_eigenvalue(sigma2: float) -> float:
 
 
 def product_scaled_second_singular_value(sigma2: float, layers: int) -> float:
-    """Limit of T^{l/2} s_2(A_l...A_1): sigma^l sqrt((l+1)^{l+1} / l^l) (Mind the Gap, Lemma 2)."""
+    """Limit of T^{l/2} s_2(A_l...A_1): sigma^l sqrt((l+1)^{l+1} / l^l) (Lemma 2; SPEC section 4)."""
     sigma2 = check_positive(sigma2, "sigma2")
     l = check_int(layers, "layers", minimum=1)
     return sigma2 ** (l / 2) * math.sqrt((l + 1) ** (l + 1) / l**l)
@@ -166,7 +166,7 @@ def gradient_norm_lower_bound(
 def jacobian_bulk_moment(
     order: int, layers: int, gamma: float = 1.0, sigma2: float = 1.0, sigma_w2: float = 1.0
 ) -> float:
-    """n-th moment k^{l n} FC_l(n)^2 of the squared singular values of dX_l^perp/dX_0 (Prop. 8)."""
+    """n-th moment k^{l n} FC_l(n)^2 of the squared singular values of dX_l^perp/dX_0 (Prop. 8; SPEC 8)."""
     n = check_int(order, "order", minimum=1)
     l = check_int(layers, "layers", minimum=1)
     k = check_positive(sigma2, "sigma2") * check_positive(sigma_w2, "sigma_w2")
