@@ -1,7 +1,7 @@
 """Numerics on torch tensors: spectra (dense and matrix-free), the spectral gap, and
 collapse metrics of token representations. Batched over leading dimensions."""
 
-from gapscope.linalg.gap import SpectralGap, spectral_gap
+from gapscope.linalg.gap import GAP_TREATMENTS, SpectralGap, causal_uniform, remove_gap, spectral_gap
 from gapscope.linalg.metrics import (
     StableRank,
     composite_norm,
@@ -25,6 +25,9 @@ from gapscope.linalg.spectra import (
 )
 
 __all__ = [
+    "GAP_TREATMENTS",
+    "causal_uniform",
+    "remove_gap",
     "MatrixFreeOperator",
     "SpectralGap",
     "StableRank",

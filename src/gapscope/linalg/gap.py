@@ -187,3 +187,50 @@ def spectral_gap(
         return SpectralGap(T, sv_values, ev_values, estimate, "estimated", margin, converged)
     given = torch.full_like(estimate, check_positive(sigma2, "sigma2"))
     return SpectralGap(T, sv_values, ev_values, given, "given", margin, converged)
+
+
+GAP_TREATMENTS = ("none", "mean", "causal_mean", "top_k", "outliers")
+
+
+def causal_uniform(T: int, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """The causal uniform attention U_c[i, j] = 1/i for j <= i (1-indexed; SPEC section 5)."""
+    rows = torch.arange(1, T + 1, dtype=dtype).unsqueeze(-1)
+    return torch.tril(torch.ones((T, T), dtype=dtype)) / rows
+
+
+def remove_gap(
+    A: torch.Tensor,
+    treatment: str = "mean",
+    *,
+    k: int = 1,
+    margin: float = 0.1,
+) -> torch.Tensor:
+    """Dense definitions of the gap treatments of Mind the Gap (SPEC section 5).
+
+    * ``mean``: A - 11^T/T (the paper's A^perp);
+    * ``causal_mean``: A - U_c, the causal uniform matrix removed;
+    * ``top_k``: A minus its top ``k`` singular triplets;
+    * ``outliers``: A minus every singular triplet above (1 + margin) 2 sigma/sqrt(T),
+      with sigma^2 = ||A - 11^T/T||_F^2 as in :func:`spectral_gap`;
+    * ``none``: A unchanged.
+    """
+    from gapscope._checks import check_choice, check_int
+
+    A = check_tensor(A, "A", square=True)
+    check_choice(treatment, "treatment", GAP_TREATMENTS)
+    T = A.shape[-1]
+    if treatment == "none":
+        return A
+    if treatment == "mean":
+        return A - 1.0 / T
+    if treatment == "causal_mean":
+        return A - causal_uniform(T, dtype=A.dtype).to(A.device)
+    U, S, Vh = torch.linalg.svd(A)
+    if treatment == "top_k":
+        keep = torch.arange(T, device=A.device) >= check_int(k, "k", minimum=0)
+        keep = keep.expand(S.shape)
+    else:
+        sigma2 = ((A - 1.0 / T) ** 2).sum(dim=(-2, -1), keepdim=True)[..., 0]
+        edge = (1 + check_positive(margin, "margin", allow_zero=True)) * 2 * sigma2.sqrt() / math.sqrt(T)
+        keep = S <= edge
+    return (U * (S * keep).unsqueeze(-2)) @ Vh

@@ -1,0 +1,28 @@
+"""torch modules: the attention layer with independent kind and gap treatment, and the
+attention-only stack of Mind the Gap with its named configurations."""
+
+from gapscope.nn.attention import ATTENTION_KINDS, Attention, subtract_value_mean
+from gapscope.nn.stack import (
+    CONFIG_NAMES,
+    SKIPS,
+    VALUE_INITS,
+    AttentionStack,
+    Block,
+    StackConfig,
+    named_config,
+    paper_stable_rank,
+)
+
+__all__ = [
+    "ATTENTION_KINDS",
+    "CONFIG_NAMES",
+    "SKIPS",
+    "VALUE_INITS",
+    "Attention",
+    "AttentionStack",
+    "Block",
+    "StackConfig",
+    "named_config",
+    "paper_stable_rank",
+    "subtract_value_mean",
+]
