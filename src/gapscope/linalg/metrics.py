@@ -89,10 +89,9 @@ def hfc_lfc_ratio(X: torch.Tensor, norm: Literal["fro", "spectral"] = "fro") -> 
     check_choice(norm, "norm", ("fro", "spectral"))
     X = _unit_scale(X)
     hfc = high_frequency(X)
-    if norm == "fro":
-        high = torch.linalg.matrix_norm(hfc, ord="fro")
-    else:
-        high = torch.linalg.matrix_norm(hfc, ord=2)
+    scale = hfc.abs().amax(dim=(-2, -1))  # HFC may be far smaller than X; rescale before squaring
+    unit = hfc / torch.where(scale > 0, scale, torch.ones_like(scale))[..., None, None]
+    high = scale * torch.linalg.matrix_norm(unit, ord="fro" if norm == "fro" else 2)
     n = X.shape[-2]
     low = torch.linalg.vector_norm(X.mean(dim=-2), dim=-1) * n**0.5
     return high / low
