@@ -1,7 +1,7 @@
 """torch modules: the attention layer with independent kind and gap treatment, and the
 attention-only stack of Mind the Gap with its named configurations."""
 
-from gapscope.nn.attention import ATTENTION_KINDS, Attention, subtract_value_mean
+from gapscope.nn.attention import ATTENTION_KINDS, Attention, gap_free_sdpa, subtract_value_mean
 from gapscope.nn.stack import (
     CONFIG_NAMES,
     SKIPS,
@@ -18,6 +18,7 @@ __all__ = [
     "CONFIG_NAMES",
     "SKIPS",
     "VALUE_INITS",
+    "gap_free_sdpa",
     "Attention",
     "AttentionStack",
     "Block",

@@ -33,12 +33,36 @@ def subtract_value_mean(out: torch.Tensor, v: torch.Tensor, treatment: str) -> t
     """A V -> (A - 11^T/T) V or (A - U_c) V, acting on the values only (SPEC section 5).
 
     ``mean`` subtracts the token mean of V from every row; ``causal_mean`` subtracts
-    from row i the mean of the first i values. ``v`` has shape (..., T, d).
+    from row i the mean of the first i values. ``v`` has shape (..., T, d). When
+    ``out`` needs no gradient it is updated in place, so no second output is allocated.
     """
     if treatment == "mean":
-        return out - v.mean(dim=-2, keepdim=True)
-    counts = torch.arange(1, v.shape[-2] + 1, dtype=v.dtype, device=v.device).unsqueeze(-1)
-    return out - torch.cumsum(v, dim=-2) / counts
+        correction = v.mean(dim=-2, keepdim=True)
+    else:
+        counts = torch.arange(1, v.shape[-2] + 1, dtype=v.dtype, device=v.device).unsqueeze(-1)
+        correction = torch.cumsum(v, dim=-2).div_(counts)
+    if out.requires_grad:
+        return out - correction
+    return out.sub_(correction)
+
+
+def gap_free_sdpa(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    treatment: str = "mean",
+    is_causal: bool = False,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """torch's scaled_dot_product_attention with the gap removed from its output (SPEC section 5).
+
+    ``treatment`` 'mean' gives (A - 11^T/T) V and 'causal_mean' gives (A - U_c) V; no
+    T x T matrix is formed. Shapes as for scaled_dot_product_attention.
+    """
+    check_choice(treatment, "treatment", ("none", "mean", "causal_mean"))
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, scale=scale)
+    return out if treatment == "none" else subtract_value_mean(out, v, treatment)
 
 
 class Attention(nn.Module):
@@ -144,12 +168,10 @@ class Attention(nn.Module):
         if fused and not return_attention:
             q = x.unsqueeze(-3) @ self.w_q
             k = x.unsqueeze(-3) @ self.w_k
-            out = F.scaled_dot_product_attention(
-                q, k, vh, is_causal=self.causal, scale=1 / math.sqrt(self.dk)
+            scale = 1 / math.sqrt(self.dk)
+            return self._merge(
+                gap_free_sdpa(q, k, vh, treatment=self.gap, is_causal=self.causal, scale=scale)
             )
-            if self.gap != "none":
-                out = subtract_value_mean(out, vh, self.gap)
-            return self._merge(out)
         if self.gap in ("mean", "causal_mean") and not return_attention:
             self._check_length(x.shape[-2])
             out = subtract_value_mean(self.attention_matrix(x) @ vh, vh, self.gap)

@@ -1,0 +1,89 @@
+"""||dX_L/dW_l||_F at T = d = 100, L = 3: gapscope's methods against the dense autograd Jacobian.
+
+For input-independent attention ('A') the Kronecker closed form is compared with
+torch.autograd.functional.jacobian; for key-query attention ('A(X)') the exact JVP/VJP
+sweep is. Prints the median of interleaved repeats, the time ratio, the relative
+difference of the values and each method's peak memory (fresh child process, Linux).
+Run: python benchmarks/bench_gradients.py [--repeats 3] [--T 100] [--depth 3] [--layer 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from gapscope.ensembles import isometric_input
+from gapscope.gradients import value_gradient_norms
+from gapscope.nn import AttentionStack, named_config
+
+CASES = {"A": "kronecker", "A(X)": "exact"}
+
+
+def measure(name: str, method: str, T: int, depth: int, layer: int) -> float:
+    model = AttentionStack(named_config(name, T=T, d=T, depth=depth), generator=0)
+    x0 = isometric_input(T, T, generator=1)
+    return value_gradient_norms(model, x0, method=method, layers=[layer])[0].squared
+
+
+def high_water_kib() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+
+
+def child(args: argparse.Namespace) -> None:
+    name, method = args.child.split("|")
+    model = AttentionStack(named_config(name, T=args.T, d=args.T, depth=args.depth), generator=0)
+    x0 = isometric_input(args.T, args.T, generator=1)
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")
+    before = high_water_kib()
+    value_gradient_norms(model, x0, method=method, layers=[args.layer])
+    print(json.dumps({"mib": (high_water_kib() - before) / 1024}))
+
+
+def peak_memory(args: argparse.Namespace, name: str, method: str) -> float:
+    command = [sys.executable, __file__, "--child", f"{name}|{method}", "--T", str(args.T)]
+    command += ["--depth", str(args.depth), "--layer", str(args.layer)]
+    return json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)["mib"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--T", type=int, default=100)
+    parser.add_argument("--depth", type=int, default=3)
+    parser.add_argument("--layer", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--child")
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    torch.set_num_threads(2)
+    print(f"T = d = {args.T}, L = {args.depth}, l = {args.layer}; median of {args.repeats} interleaved runs")
+    for name, fast in CASES.items():
+        times: dict[str, list[float]] = {fast: [], "dense": []}
+        values: dict[str, float] = {}
+        for _ in range(args.repeats):
+            for method in times:
+                start = time.perf_counter()
+                values[method] = measure(name, method, args.T, args.depth, args.layer)
+                times[method].append(time.perf_counter() - start)
+        med = {method: statistics.median(t) for method, t in times.items()}
+        diff = abs(values[fast] - values["dense"]) / values["dense"]
+        for method in (fast, "dense"):
+            memory = peak_memory(args, name, method)
+            print(f"  {name:5s} {method:10s} {med[method]:9.4f} s  peak +{memory:7.1f} MiB")
+        print(
+            f"  {name:5s} speed-up {med['dense'] / med[fast]:.0f}x, ||J||_F^2 = {values[fast]:.6e}, "
+            f"relative difference {diff:.1e}"
+        )
+
+
+if __name__ == "__main__":
+    main()
