@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -165,3 +166,105 @@ def spectrum(
     )
     for path_str in figures:
         console.print(f"figure: {path_str}")
+
+
+class Scale(str, Enum):
+    quick = "quick"
+    paper = "paper"
+
+
+def _print_sections(sections: list[Any], as_json: bool, extra: dict[str, Any]) -> None:
+    if as_json:
+        payload = extra | {"experiments": [section.to_dict() for section in sections]}
+        print(json.dumps(payload, indent=2, default=str))
+        return
+    table = Table(title="verdicts")
+    for column in ("experiment", "claim", "predicted", "measured", "verdict"):
+        table.add_column(column, overflow="fold")
+    for section in sections:
+        for v in section.verdicts:
+            mark = "[green]PASS[/green]" if v.passed else "[red]FAIL[/red]"
+            table.add_row(section.name, v.claim, v.predicted, v.measured, mark)
+    console.print(table)
+    for key, value in extra.items():
+        console.print(f"{key}: {value}")
+
+
+def _run_experiments(experiments: list[Any], out: Path, scale: Scale, workers: int, as_json: bool) -> None:
+    from gapscope.report import write_report
+    from gapscope.sweep import run_sweep
+
+    timings = {}
+    try:
+        for experiment in experiments:
+            start = time.perf_counter()
+            run_sweep(
+                experiment, out / experiment.name, scale=scale.value, workers=workers, progress=not as_json
+            )
+            timings[experiment.name] = round(time.perf_counter() - start, 2)
+        path, sections = write_report(out)
+    except (ValueError, TypeError, OSError) as err:
+        _fail(str(err))
+        return
+    _print_sections(sections, as_json, {"report": str(path), "seconds": timings})
+    if not all(section.passed for section in sections):
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="Experiment file (TOML).", exists=True, dir_okay=False)],
+    out: Annotated[Path, typer.Option(help="Results directory.")] = Path("out"),
+    scale: Annotated[Scale, typer.Option(help="Grid scale.")] = Scale.quick,
+    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 2,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Run one experiment file; resume what is already stored; write the report."""
+    from gapscope.experiments import Experiment
+
+    try:
+        experiment = Experiment.from_toml(file)
+    except (ValueError, TypeError, OSError) as err:
+        _fail(f"{file}: {err}")
+        return
+    _run_experiments([experiment], out, scale, workers, as_json)
+
+
+@app.command()
+def reproduce(
+    only: Annotated[
+        list[str] | None, typer.Option(help="Run only these shipped experiments (repeatable).")
+    ] = None,
+    scale: Annotated[
+        Scale, typer.Option(help="quick (minutes on 2 cores) or paper (the authors' sizes).")
+    ] = (Scale.quick),
+    out: Annotated[Path, typer.Option(help="Results directory.")] = Path("out"),
+    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 2,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Run every shipped experiment (every figure of Mind the Gap at initialisation) and write the report."""
+    from gapscope.experiments import shipped_experiments
+
+    shipped = shipped_experiments()
+    names = list(shipped) if not only else only
+    unknown = [name for name in names if name not in shipped]
+    if unknown:
+        _fail(f"unknown experiment {unknown}; expected some of {sorted(shipped)}")
+        return
+    _run_experiments([shipped[name] for name in names], out, scale, workers, as_json)
+
+
+@app.command()
+def report(
+    directory: Annotated[Path, typer.Argument(help="Directory holding result stores.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Rebuild figures and verdicts from stored results and write DIRECTORY/report.html."""
+    from gapscope.report import write_report
+
+    try:
+        path, sections = write_report(directory)
+    except (ValueError, OSError) as err:
+        _fail(str(err))
+        return
+    _print_sections(sections, as_json, {"report": str(path)})

@@ -1,0 +1,167 @@
+"""Measurements: each maps one grid cell (a dict of parameters) to tidy rows (dicts).
+
+The sweep adds the cell's parameters to every row, so a measurement returns only what
+it measured. Every measurement is deterministic given the cell's ``seed``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from gapscope.ensembles import (
+    entry_law,
+    isometric_input,
+    key_query_attention,
+    key_query_std,
+    random_markov,
+    unit_gaussian_rows,
+)
+from gapscope.gradients import value_gradient_norms
+from gapscope.linalg import (
+    covariance_stable_rank,
+    effective_rank,
+    eigenvalues,
+    hfc_lfc_ratio,
+    mean_cosine_similarity,
+    spectral_gap,
+)
+from gapscope.nn import AttentionStack, named_config, paper_stable_rank
+from gapscope.theory import key_query_sigma2, key_query_tau2
+
+Rows = list[dict[str, Any]]
+
+STACK_KEYS = ("law", "sigma2", "qk_init", "dk", "heads", "causal", "value_init", "sigma_v2", "paper_quirks")
+
+
+def _stack(cell: dict[str, Any]) -> tuple[AttentionStack, torch.Tensor]:
+    """The named stack of a cell and its input (isometric unless ``input`` = 'gaussian')."""
+    T, gamma = int(cell["T"]), float(cell.get("gamma", 1.0))
+    d = round(T / gamma)
+    overrides = {key: cell[key] for key in STACK_KEYS if key in cell}
+    config = named_config(cell["config"], T=T, d=d, depth=int(cell["depth"]), **overrides)
+    g = torch.Generator().manual_seed(int(cell["seed"]))
+    model = AttentionStack(config, generator=g)
+    sample = unit_gaussian_rows if cell.get("input", "isometric") == "gaussian" else isometric_input
+    x0 = sample(T, d, dtype=config.torch_dtype, generator=g)
+    return model, x0
+
+
+def propagation(cell: dict[str, Any]) -> Rows:
+    """Collapse metrics of X_0 ... X_L through a named stack (Mind the Gap, Props 3 and 5)."""
+    model, x0 = _stack(cell)
+    with torch.no_grad():
+        xs = model(x0)
+    rows = []
+    for layer, X in enumerate(xs):
+        sr = covariance_stable_rank(X)
+        row = {
+            "layer": layer,
+            "sr": float(sr.value),
+            "sr_minus_one": float(sr.minus_one),
+            "erank": float(effective_rank(X)),
+            "hfc_lfc": float(hfc_lfc_ratio(X)),
+            "cosine": float(mean_cosine_similarity(X)),
+        }
+        if model.config.paper_quirks:
+            row["sr_paper_code"] = float(paper_stable_rank(X))
+        rows.append(row)
+    return rows
+
+
+def gradients(cell: dict[str, Any]) -> Rows:
+    """||dX_L/dW_l||_F^2 of a named stack for the requested layers (Mind the Gap, Props 4 and 6)."""
+    model, x0 = _stack(cell)
+    layers = cell.get("layers")
+    if layers is None:
+        layers = [min(int(cell.get("layer", 1)), model.config.depth)]
+    norms = value_gradient_norms(
+        model,
+        x0,
+        layers=layers,
+        method=cell.get("method", "auto"),
+        probes=int(cell.get("probes", 64)),
+        generator=int(cell["seed"]),
+    )
+    return [
+        {"layer": g.layer, "grad_sq": g.squared, "grad_sq_stderr": g.stderr, "method": g.method}
+        for g in norms
+    ]
+
+
+def spectrum(cell: dict[str, Any]) -> Rows:
+    """Eigenvalues of sqrt(T) A and the gap summary of one attention matrix (Thm 2, Prop. 1).
+
+    ``kq`` absent: a Random Markov matrix of entry law ``law`` (and ``sigma2``).
+    ``kq`` = 'standard' | 'xavier' | 'he': key-query attention on ``input`` of width T/gamma.
+    """
+    T, seed = int(cell["T"]), int(cell["seed"])
+    g = torch.Generator().manual_seed(seed)
+    if cell.get("kq"):
+        d = round(T / float(cell.get("gamma", 1.0)))
+        sample = unit_gaussian_rows if cell.get("input", "isometric") == "gaussian" else isometric_input
+        X = sample(T, d, generator=g)
+        A = key_query_attention(X, init=cell["kq"], generator=g)
+        std = key_query_std(cell["kq"], d, d)
+        tau2 = key_query_tau2(std, std)
+        predicted = key_query_sigma2(tau2, d) if d > 4 * tau2 else key_query_sigma2(tau2)
+    else:
+        law = entry_law(cell.get("law", "lognormal"), cell.get("sigma2"))
+        A = random_markov(T, law, generator=g)
+        predicted = law.sigma2
+    gap = spectral_gap(A)
+    lam = eigenvalues(A) * math.sqrt(T)
+    summary = {
+        "kind": "summary",
+        "s1": float(gap.s1),
+        "sqrt_T_s2": float(gap.sqrt_T_s2),
+        "sqrt_T_abs_lambda2": float(gap.sqrt_T_abs_lambda2),
+        "abs_lambda1": float(gap.abs_lambda1),
+        "sigma2_hat": float(gap.sigma2),
+        "sigma2_predicted": predicted,
+        "gap_ratio": float(gap.gap_ratio),
+        "singular_outliers": int(gap.singular_outliers().sum()),
+    }
+    clouds = [{"kind": "eigenvalue", "re": float(z.real), "im": float(z.imag)} for z in lam.tolist()]
+    return [summary, *clouds]
+
+
+def layer_spectra(cell: dict[str, Any]) -> Rows:
+    """Eigenvalues of the attention matrix of every layer of a stack (Mind the Gap, Fig. 7).
+
+    Counts, per layer, the eigenvalues with |lambda| above ``threshold`` (the paper's
+    panel titles use 0.5) and the outliers above the bulk edge of :func:`spectral_gap`.
+    """
+    model, x0 = _stack(cell)
+    threshold = float(cell.get("threshold", 0.5))
+    rows: Rows = []
+    x = x0
+    with torch.no_grad():
+        for layer, block in enumerate(model.layers, start=1):
+            A = block.attention.attention_matrix(x)[0]
+            lam = eigenvalues(A)
+            gap = spectral_gap(A)
+            rows.append(
+                {
+                    "layer": layer,
+                    "kind": "summary",
+                    "above_threshold": int((lam.abs() > threshold).sum()),
+                    "eigen_outliers": int(gap.eigen_outliers().sum()),
+                    "singular_outliers": int(gap.singular_outliers().sum()),
+                    "sqrt_T_s2": float(gap.sqrt_T_s2),
+                }
+            )
+            rows += [{"layer": layer, "kind": "eigenvalue", "re": z.real, "im": z.imag} for z in lam.tolist()]
+            x = block(x)
+    return rows
+
+
+MEASUREMENTS: dict[str, Callable[[dict[str, Any]], Rows]] = {
+    "propagation": propagation,
+    "gradients": gradients,
+    "spectrum": spectrum,
+    "layer_spectra": layer_spectra,
+}
