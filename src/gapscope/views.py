@@ -39,6 +39,9 @@ class Verdict:
     measured: str
     passed: bool
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "passed", bool(self.passed))  # numpy booleans are not JSON
+
 
 @dataclass(frozen=True)
 class View:
