@@ -268,3 +268,7 @@ def report(
         _fail(str(err))
         return
     _print_sections(sections, as_json, {"report": str(path)})
+
+
+if __name__ == "__main__":
+    app()
