@@ -56,11 +56,16 @@ def _value_key(layer: int) -> str:
 def _output_of_value(
     model: AttentionStack, x0: torch.Tensor, layer: int
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """X_L as a function of the value weight of block ``layer``, everything else fixed."""
+    """X_L as a function of the value weight of block ``layer``, everything else fixed.
+
+    Every other parameter is passed detached, so no autograd graph outlives a call.
+    """
     key = _value_key(layer)
+    frozen = {name: p.detach() for name, p in model.named_parameters()}
+    x0 = x0.detach()
 
     def output(weight: torch.Tensor) -> torch.Tensor:
-        return functional_call(model, {key: weight}, (x0,))[-1]
+        return functional_call(model, frozen | {key: weight}, (x0,))[-1]
 
     return output
 
