@@ -9,16 +9,14 @@ Run: python benchmarks/bench_gapfree.py [--T 4096] [--heads 12] [--d-head 64] [-
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
 from gapscope.nn import gap_free_sdpa
+from memory import child_peak_mib, report_child
 
 
 def inputs(T: int, heads: int, d_head: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -37,20 +35,11 @@ def gap_free(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 METHODS = {"plain SDPA": plain, "gap-free (mean)": gap_free}
 
 
-def high_water_kib() -> int:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-
-
 def child(args: argparse.Namespace) -> None:
     q, k, v = inputs(args.T, args.heads, args.d_head)
     fn = METHODS[args.child]
     fn(q, k, v)  # warm up: allocator and kernel selection
-    with open("/proc/self/clear_refs", "w") as clear:
-        clear.write("5")
-    before = high_water_kib()
-    fn(q, k, v)
-    print(json.dumps({"mib": (high_water_kib() - before) / 1024}))
+    report_child(lambda: fn(q, k, v))
 
 
 def main() -> None:
@@ -80,11 +69,17 @@ def main() -> None:
     print(f"T = {args.T}, heads = {args.heads}, d_head = {args.d_head}; median of {args.repeats} runs")
     memory = {}
     for name in METHODS:
-        command = [sys.executable, __file__, "--child", name, "--T", str(args.T)]
-        command += ["--heads", str(args.heads), "--d-head", str(args.d_head)]
-        memory[name] = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)[
-            "mib"
+        arguments = [
+            "--child",
+            name,
+            "--T",
+            str(args.T),
+            "--heads",
+            str(args.heads),
+            "--d-head",
+            str(args.d_head),
         ]
+        memory[name] = child_peak_mib(__file__, arguments)
         print(f"  {name:16s} {med[name]:8.4f} s   peak +{memory[name]:7.1f} MiB")
     print(f"  time ratio gap-free / plain: {med['gap-free (mean)'] / med['plain SDPA']:.3f}")
     ratio = memory["gap-free (mean)"] / max(memory["plain SDPA"], 1e-9)

@@ -10,10 +10,7 @@ Run: python benchmarks/bench_gradients.py [--repeats 3] [--T 100] [--depth 3] [-
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
 import time
 
 import torch
@@ -21,6 +18,7 @@ import torch
 from gapscope.ensembles import isometric_input
 from gapscope.gradients import value_gradient_norms
 from gapscope.nn import AttentionStack, named_config
+from memory import child_peak_mib, report_child
 
 CASES = {"A": "kronecker", "A(X)": "exact"}
 
@@ -31,26 +29,16 @@ def measure(name: str, method: str, T: int, depth: int, layer: int) -> float:
     return value_gradient_norms(model, x0, method=method, layers=[layer])[0].squared
 
 
-def high_water_kib() -> int:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-
-
 def child(args: argparse.Namespace) -> None:
     name, method = args.child.split("|")
     model = AttentionStack(named_config(name, T=args.T, d=args.T, depth=args.depth), generator=0)
     x0 = isometric_input(args.T, args.T, generator=1)
-    with open("/proc/self/clear_refs", "w") as clear:
-        clear.write("5")
-    before = high_water_kib()
-    value_gradient_norms(model, x0, method=method, layers=[args.layer])
-    print(json.dumps({"mib": (high_water_kib() - before) / 1024}))
+    report_child(lambda: value_gradient_norms(model, x0, method=method, layers=[args.layer]))
 
 
 def peak_memory(args: argparse.Namespace, name: str, method: str) -> float:
-    command = [sys.executable, __file__, "--child", f"{name}|{method}", "--T", str(args.T)]
-    command += ["--depth", str(args.depth), "--layer", str(args.layer)]
-    return json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)["mib"]
+    arguments = ["--child", f"{name}|{method}", "--T", str(args.T), "--depth", str(args.depth)]
+    return child_peak_mib(__file__, [*arguments, "--layer", str(args.layer)])
 
 
 def main() -> None:

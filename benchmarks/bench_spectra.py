@@ -8,16 +8,14 @@ child process. Run: python benchmarks/bench_spectra.py [--T 2000 4000] [--repeat
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
 import time
 
 import torch
 
 from gapscope.ensembles import random_markov
 from gapscope.linalg import eigenvalues, top_eigenvalues, top_singular_values
+from memory import child_peak_mib, report_child
 
 K = 4
 
@@ -33,26 +31,12 @@ def methods(A: torch.Tensor) -> dict[str, object]:
 
 def peak_memory(name: str, T: int) -> float:
     """MiB of resident memory the method adds, in a fresh process."""
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", name, "--T", str(T)], capture_output=True, text=True, check=True
-    )
-    return json.loads(out.stdout)["mib"]
-
-
-def high_water_kib() -> int:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    return child_peak_mib(__file__, ["--child", name, "--T", str(T)])
 
 
 def child(name: str, T: int) -> None:
-    """Peak resident memory added by one method, after resetting the high-water mark (Linux)."""
     A = random_markov(T, "exponential", generator=0)
-    fn = methods(A)[name]
-    with open("/proc/self/clear_refs", "w") as clear:
-        clear.write("5")  # reset VmHWM to the current resident size
-    before = high_water_kib()
-    fn()  # type: ignore[operator]
-    print(json.dumps({"mib": (high_water_kib() - before) / 1024}))
+    report_child(methods(A)[name])  # type: ignore[arg-type]
 
 
 def main() -> None:

@@ -9,28 +9,14 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from gapscope import __version__
-from gapscope.ensembles import (
-    entry_law,
-    isometric_input,
-    key_query_attention,
-    key_query_std,
-    random_markov,
-    unit_gaussian_rows,
-)
+from gapscope.experiments.measurements import sample_attention
 from gapscope.linalg import spectral_gap
-from gapscope.theory import (
-    key_query_sigma2,
-    key_query_tau2,
-    scaled_second_eigenvalue,
-    scaled_second_singular_value,
-    top_singular_value,
-)
+from gapscope.theory import scaled_second_eigenvalue, scaled_second_singular_value, top_singular_value
 
 app = typer.Typer(help="gapscope: spectral analysis of signal propagation in attention layers.")
 console = Console()
@@ -66,36 +52,6 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
-def _sample_attention(
-    law: Law,
-    sigma2: float | None,
-    T: int,
-    seed: int,
-    kq: KeyQueryInit | None,
-    d: int | None,
-    dk: int | None,
-    input_kind: InputKind,
-) -> tuple[torch.Tensor, dict[str, Any], float]:
-    """Sample one attention matrix; return it, its description, and the predicted sigma^2."""
-    if kq is None:
-        spec = entry_law(law.value, sigma2)
-        A = random_markov(T, spec, generator=seed)
-        described: dict[str, Any] = {"kind": "random_markov", "law": spec.name, "T": T, "seed": seed}
-        described |= {"sigma2": spec.sigma2, "parameters": dict(spec.parameters)}
-        return A, described, spec.sigma2
-    width = T if d is None else d
-    key_dim = width if dk is None else dk
-    g = torch.Generator().manual_seed(seed)
-    sample = isometric_input if input_kind is InputKind.isometric else unit_gaussian_rows
-    X = sample(T, width, generator=g)
-    A = key_query_attention(X, dk=key_dim, init=kq.value, generator=g)
-    std = key_query_std(kq.value, width, key_dim)
-    tau2 = key_query_tau2(std, std)
-    predicted = key_query_sigma2(tau2, key_dim) if key_dim > 4 * tau2 else key_query_sigma2(tau2)
-    described = {"kind": "key_query", "init": kq.value, "input": input_kind.value, "T": T}
-    return A, described | {"d": width, "dk": key_dim, "seed": seed, "tau2": tau2}, predicted
-
-
 @app.command()
 def spectrum(
     law: Annotated[Law, typer.Option(help="Entry law of the Random Markov matrix.")] = Law.lognormal,
@@ -116,8 +72,15 @@ def spectrum(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Sample attention at initialisation and compare its spectral gap with the theory (SPEC section 4)."""
+    if kq is None:
+        described: dict[str, Any] = {"kind": "random_markov", "law": law.value, "sigma2": sigma2}
+    else:
+        width = T if d is None else d
+        described = {"kind": "key_query", "kq": kq.value, "d": width, "dk": width if dk is None else dk}
+        described["input"] = input_kind.value
+    described |= {"T": T, "seed": seed}
     try:
-        A, described, predicted_sigma2 = _sample_attention(law, sigma2, T, seed, kq, d, dk, input_kind)
+        A, predicted_sigma2 = sample_attention(described)
         gap = spectral_gap(A)
     except (ValueError, TypeError) as err:
         _fail(str(err))
@@ -137,7 +100,7 @@ def spectrum(
     if out is not None:
         from gapscope.plot import save_figure, spectrum_figure
 
-        title = ", ".join(f"{k}={v}" for k, v in described.items() if k != "parameters")
+        title = ", ".join(f"{k}={v}" for k, v in described.items() if v is not None)
         path = save_figure(spectrum_figure(A, predicted_sigma2, title), out / "spectrum.png")
         figures.append(str(path))
     if as_json:

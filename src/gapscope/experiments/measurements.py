@@ -92,26 +92,33 @@ def gradients(cell: dict[str, Any]) -> Rows:
     ]
 
 
-def spectrum(cell: dict[str, Any]) -> Rows:
-    """Eigenvalues of sqrt(T) A and the gap summary of one attention matrix (Thm 2, Prop. 1).
+def sample_attention(cell: dict[str, Any]) -> tuple[torch.Tensor, float]:
+    """One attention matrix described by ``cell``, and the sigma^2 the theory predicts for it.
 
-    ``kq`` absent: a Random Markov matrix of entry law ``law`` (and ``sigma2``).
-    ``kq`` = 'standard' | 'xavier' | 'he': key-query attention on ``input`` of width T/gamma.
+    Without ``kq``: a Random Markov matrix of entry law ``law`` (and ``sigma2``), whose
+    normalised variance is the prediction (Thm 2). With ``kq`` = 'standard' | 'xavier' |
+    'he': key-query attention on an ``input`` ('isometric' or 'gaussian') of width ``d``
+    (default T / gamma) with key width ``dk`` (default d), predicted by the finite-dk
+    variance of exp(S) (Prop. 1; SPEC section 3).
     """
-    T, seed = int(cell["T"]), int(cell["seed"])
-    g = torch.Generator().manual_seed(seed)
-    if cell.get("kq"):
-        d = round(T / float(cell.get("gamma", 1.0)))
-        sample = unit_gaussian_rows if cell.get("input", "isometric") == "gaussian" else isometric_input
-        X = sample(T, d, generator=g)
-        A = key_query_attention(X, init=cell["kq"], generator=g)
-        std = key_query_std(cell["kq"], d, d)
-        tau2 = key_query_tau2(std, std)
-        predicted = key_query_sigma2(tau2, d) if d > 4 * tau2 else key_query_sigma2(tau2)
-    else:
+    T = int(cell["T"])
+    g = torch.Generator().manual_seed(int(cell["seed"]))
+    if not cell.get("kq"):
         law = entry_law(cell.get("law", "lognormal"), cell.get("sigma2"))
-        A = random_markov(T, law, generator=g)
-        predicted = law.sigma2
+        return random_markov(T, law, generator=g), law.sigma2
+    d = int(cell.get("d") or round(T / float(cell.get("gamma", 1.0))))
+    dk = int(cell.get("dk") or d)
+    sample = unit_gaussian_rows if cell.get("input", "isometric") == "gaussian" else isometric_input
+    A = key_query_attention(sample(T, d, generator=g), dk=dk, init=cell["kq"], generator=g)
+    std = key_query_std(cell["kq"], d, dk)
+    tau2 = key_query_tau2(std, std)
+    return A, key_query_sigma2(tau2, dk) if dk > 4 * tau2 else key_query_sigma2(tau2)
+
+
+def spectrum(cell: dict[str, Any]) -> Rows:
+    """Eigenvalues of sqrt(T) A and the gap summary of one attention matrix (Thm 2, Prop. 1)."""
+    T = int(cell["T"])
+    A, predicted = sample_attention(cell)
     gap = spectral_gap(A)
     lam = eigenvalues(A) * math.sqrt(T)
     summary = {
