@@ -18,7 +18,44 @@ def norms(model, x0, method, **kwargs):
 def test_kronecker_closed_form_equals_dense_jacobian(name):
     model = AttentionStack(named_config(name, T=6, d=7, depth=3), generator=0)
     x0 = isometric_input(6, 7, generator=1)
-    assert norms(model, x0, "kronecker") == pytest.approx(norms(model, x0, "dense"), rel=1e-10)
+    assert norms(model, x0, "closed_form") == pytest.approx(norms(model, x0, "dense"), rel=1e-10)
+
+
+@pytest.mark.parametrize("name", ["A(X)", "A(X)^⊥", "A(X) + skip", "A(X) + upscaled skip"])
+@pytest.mark.parametrize(("T", "d"), [(6, 9), (9, 6)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_closed_form_with_one_key_query_block_above_equals_dense_jacobian(name, T, d, causal):
+    """Layers L-1 and L of a key-query stack: the rank-structured softmax derivative, and the
+    Kronecker form at the top, against the dense Jacobian (skips below the top block allowed)."""
+    config = named_config(name, T=T, d=d, depth=3, causal=causal)
+    if config.skip != "none":  # the block above must be plain; the skip sits in the lower blocks
+        config = named_config("A(X)", T=T, d=d, depth=3, causal=causal)
+    model = AttentionStack(config, generator=0)
+    x0 = torch.randn((T, d), generator=torch.Generator().manual_seed(3), dtype=torch.float64) / math.sqrt(d)
+    fast = value_gradient_norms(model, x0, method="closed_form", layers=[2, 3])
+    assert {g.method for g in fast} == {"closed_form"}
+    assert [g.squared for g in fast] == pytest.approx(norms(model, x0, "dense", layers=[2, 3]), rel=1e-9)
+
+
+def test_closed_form_for_a_skip_block_below_a_plain_key_query_block():
+    from dataclasses import replace
+
+    config = named_config("A(X) + upscaled skip", T=7, d=8, depth=2)
+    model = AttentionStack(config, generator=0)
+    for block in model.layers[1:]:  # make only the top block plain
+        block.config = replace(block.config, skip="none")
+        block.attention.gap = "mean"
+    x0 = isometric_input(7, 8, generator=1)
+    fast = norms(model, x0, "closed_form", layers=[1])
+    assert fast == pytest.approx(norms(model, x0, "dense", layers=[1]), rel=1e-9)
+
+
+def test_no_closed_form_two_key_query_blocks_above():
+    model = AttentionStack(named_config("A(X)", T=5, d=5, depth=3), generator=0)
+    x0 = isometric_input(5, 5, generator=1)
+    assert value_gradient_norms(model, x0, layers=[1])[0].method == "exact"
+    with pytest.raises(ValueError, match="no closed form for layer 1"):
+        value_gradient_norms(model, x0, method="closed_form", layers=[1])
 
 
 @pytest.mark.parametrize("name", ["A(X)", "A(X)^⊥", "A(X) + skip + LN", "A + upscaled skip", "A^⊥ + LN"])
@@ -68,11 +105,13 @@ def test_paper_code_proxy_is_T_times_the_truth_at_the_last_layer():
 def test_auto_picks_the_closed_form_only_where_it_holds():
     x0 = isometric_input(6, 6, generator=0)
     plain = AttentionStack(named_config("A^⊥", T=6, d=6, depth=2), generator=0)
-    assert {g.method for g in value_gradient_norms(plain, x0)} == {"kronecker"}
+    assert {g.method for g in value_gradient_norms(plain, x0)} == {"closed_form"}
     skip = AttentionStack(named_config("A + skip", T=6, d=6, depth=2), generator=0)
-    assert {g.method for g in value_gradient_norms(skip, x0)} == {"exact"}
-    with pytest.raises(ValueError, match="method 'kronecker' needs plain product blocks"):
-        value_gradient_norms(skip, x0, method="kronecker")
+    assert [g.method for g in value_gradient_norms(skip, x0)] == ["exact", "closed_form"]
+    with pytest.raises(ValueError, match="no closed form for layer 1"):
+        value_gradient_norms(skip, x0, method="closed_form", layers=[1])
+    normed = AttentionStack(named_config("A + LN", T=6, d=6, depth=1), generator=0)
+    assert value_gradient_norms(normed, x0)[0].method == "exact"
     with pytest.raises(ValueError, match="layers must lie in 1..2"):
         value_gradient_norms(plain, x0, layers=[3])
     with pytest.raises(ValueError, match="needs T = d"):

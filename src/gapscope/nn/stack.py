@@ -119,6 +119,15 @@ class Block(nn.Module):
             )
             self.mlp_norm = nn.LayerNorm(c.d, dtype=dtype) if c.layer_norm else None
 
+    @property
+    def branch_scale(self) -> float:
+        """The factor on the attention branch when the block is linear in it (no MLP, no LN):
+        1/sqrt(d) for the upscaled skip, 2 for the authors' doubled skip, else 1."""
+        c = self.config
+        if c.skip == "upscaled":
+            return 1 / math.sqrt(c.d)
+        return 2.0 if c.paper_quirks and c.skip == "standard" and not c.mlp else 1.0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.config
         out = self.output(self.attention(x, self.value(x)))
