@@ -120,3 +120,15 @@ def test_auto_picks_the_closed_form_only_where_it_holds():
             isometric_input(4, 6, generator=0),
             method="paper_code_proxy",
         )
+
+
+@pytest.mark.parametrize("name", ["A + skip", "A(X) + upscaled skip", "A(X)^⊥ + skip"])
+def test_closed_form_at_the_top_layer_of_skip_stacks(name):
+    """No blocks above layer L: the Kronecker form holds for any kind, with the branch scale
+    (1/sqrt(d) upscaled, 2 for the authors' doubled skip)."""
+    for quirks in (False, True):
+        model = AttentionStack(named_config(name, T=6, d=5, depth=2, paper_quirks=quirks), generator=0)
+        x0 = torch.randn((6, 5), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+        fast = value_gradient_norms(model, x0, layers=[2])[0]
+        assert fast.method == "closed_form"
+        assert fast.squared == pytest.approx(norms(model, x0, "dense", layers=[2])[0], rel=1e-9)
