@@ -1,0 +1,163 @@
+"""Attention implementations for any Hugging Face model that uses transformers' registry.
+
+Two implementations are registered in ``AttentionInterface`` (and, with transformers'
+SDPA mask builder, in ``AttentionMaskInterface``, so padding and causal masks always
+arrive):
+
+* ``gapscope_gap_free``: transformers' own SDPA path, then the uniform attention over the
+  keys each query may see is removed: A V - U V, U the row-normalised mask. For a
+  bidirectional model with padding this subtracts the mean of V over the valid keys; for
+  a causal model it subtracts the running (causal) mean, the fixes of Mind the Gap,
+  section 5 (SPEC section 5). No T x T matrix is formed when no mask is passed.
+* ``gapscope_capture``: the attention written out (scores, mask, float32 softmax, dropout),
+  recording each layer's matrix or its spectral summary in the active
+  :class:`AttentionRecorder`; it can apply the same gap fix, so a model can be captured
+  with and without it. With the fix off it matches eager attention.
+
+Grouped-query attention is expanded with transformers' ``repeat_kv``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from gapscope.hf._require import require_transformers
+
+CAPTURE = "gapscope_capture"
+GAP_FREE = "gapscope_gap_free"
+
+
+def allowed_keys(
+    module: Any, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor | None:
+    """Boolean (..., Tq, Tk) of the keys each query may attend to, or None when all may be seen.
+
+    Additive float masks count entries above half the dtype's minimum as allowed.
+    Without a mask, a causal module (``is_causal``) gets the lower triangle.
+    """
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            return mask
+        return mask > torch.finfo(mask.dtype).min / 2
+    tq, tk = query.shape[-2], key.shape[-2]
+    if getattr(module, "is_causal", False) and tq > 1:
+        return torch.ones((tq, tk), dtype=torch.bool, device=query.device).tril(tk - tq)
+    return None
+
+
+def uniform_values(module: Any, value: torch.Tensor, allowed: torch.Tensor | None, tq: int) -> torch.Tensor:
+    """U V: the mean of the values over the keys each query may see, shape (B, H, Tq, D)."""
+    if allowed is None:
+        return value.mean(dim=-2, keepdim=True).expand(*value.shape[:-2], tq, value.shape[-1])
+    weights = allowed.to(value.dtype)
+    return (weights @ value) / weights.sum(dim=-1, keepdim=True).clamp(min=1)
+
+
+def _expand_kv(module: Any, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    groups = getattr(module, "num_key_value_groups", 1)
+    return (repeat_kv(key, groups), repeat_kv(value, groups)) if groups > 1 else (key, value)
+
+
+@dataclass
+class AttentionRecorder:
+    """Collects, per attention call, the attention matrix (B, H, Tq, Tk) of each layer.
+
+    ``fix`` applies the gap fix inside ``gapscope_capture``; ``keep`` = 'matrix' keeps the
+    matrices, 'summary' keeps only the spectral summary of each head (see
+    :func:`gapscope.linalg.spectral_gap`), for long inputs.
+    """
+
+    fix: bool = False
+    keep: str = "matrix"
+    layers: list[Any] = field(default_factory=list)
+
+    def record(self, attention: torch.Tensor) -> None:
+        if self.keep == "matrix":
+            self.layers.append(attention.detach())
+            return
+        from gapscope.linalg import spectral_gap
+
+        self.layers.append(spectral_gap(attention.detach().double()))
+
+
+_ACTIVE: list[AttentionRecorder] = []
+
+
+@contextlib.contextmanager
+def recording(recorder: AttentionRecorder | None = None) -> Iterator[AttentionRecorder]:
+    """Make ``recorder`` receive the attention of every ``gapscope_capture`` call in the block."""
+    recorder = AttentionRecorder() if recorder is None else recorder
+    _ACTIVE.append(recorder)
+    try:
+        yield recorder
+    finally:
+        _ACTIVE.remove(recorder)
+
+
+def gap_free_attention(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """SDPA through transformers, minus the uniform attention over the allowed keys (SPEC section 5)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    _, value = _expand_kv(module, key, value)
+    allowed = allowed_keys(module, query, key, attention_mask)
+    tq = query.shape[-2]
+    if allowed is None and getattr(module, "is_causal", False) and tq > 1 and tq == value.shape[-2]:
+        counts = torch.arange(1, tq + 1, dtype=value.dtype, device=value.device).unsqueeze(-1)
+        correction = torch.cumsum(value, dim=-2) / counts
+    else:
+        correction = uniform_values(module, value, allowed, tq)
+    return out - correction.transpose(1, 2), None
+
+
+def capture_attention(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention written out, recorded in the active recorders, optionally gap-free."""
+    key, value = _expand_kv(module, key, value)
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    scores = (query @ key.transpose(-2, -1)) * scale
+    allowed = allowed_keys(module, query, key, attention_mask)
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+    wide = torch.promote_types(query.dtype, torch.float32)  # eager's float32 softmax, float64 kept
+    attention = torch.softmax(scores, dim=-1, dtype=wide).to(query.dtype)
+    for recorder in _ACTIVE:
+        recorder.record(attention)
+    dropped = torch.nn.functional.dropout(attention, p=dropout, training=module.training)
+    out = dropped @ value
+    if any(recorder.fix for recorder in _ACTIVE):
+        out = out - uniform_values(module, value, allowed, query.shape[-2])
+    return out.transpose(1, 2).contiguous(), attention
+
+
+def register() -> None:
+    """Register gapscope's attention implementations with transformers (idempotent)."""
+    require_transformers()
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    for name, function in ((CAPTURE, capture_attention), (GAP_FREE, gap_free_attention)):
+        AttentionInterface.register(name, function)
+        AttentionMaskInterface.register(name, sdpa_mask)

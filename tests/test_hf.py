@@ -1,0 +1,148 @@
+"""gapscope.hf: registry attention on tiny configs of every architecture (skipped without transformers)."""
+
+import math
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from gapscope.hf import (  # noqa: E402
+    CAPTURE,
+    GAP_FREE,
+    MODEL_NAMES,
+    build_model,
+    capture_attention,
+    gap_free_attention,
+    recording,
+)
+from gapscope.linalg import causal_uniform  # noqa: E402
+
+
+def inputs_for(name, batch=2, T=9, generator=0):
+    g = torch.Generator().manual_seed(generator)
+    if name == "vit-base":
+        return {"pixel_values": torch.randn((batch, 3, 32, 32), generator=g)}
+    return {"input_ids": torch.randint(0, 100, (batch, T), generator=g)}
+
+
+def run(model, implementation, inputs, fix=False):
+    model.set_attn_implementation(implementation)
+    with recording() as recorder, torch.no_grad():
+        recorder.fix = fix
+        out = model(**inputs).last_hidden_state
+    return out, recorder.layers
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_capture_without_the_fix_equals_eager(name):
+    model = build_model(name, tiny=True)
+    inputs = inputs_for(name)
+    reference, _ = run(model, "eager", inputs)
+    captured, layers = run(model, CAPTURE, inputs)
+    assert torch.allclose(captured, reference, atol=1e-5)
+    assert len(layers) == model.config.num_hidden_layers
+    for attention in layers:
+        assert torch.allclose(attention.sum(-1), torch.ones(()), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_two_gap_free_implementations_agree(name):
+    """SDPA plus the value correction against the explicit matrix with the fix (SPEC section 5)."""
+    model = build_model(name, tiny=True)
+    inputs = inputs_for(name)
+    fused, _ = run(model, GAP_FREE, inputs)
+    explicit, _ = run(model, CAPTURE, inputs, fix=True)
+    plain, _ = run(model, "sdpa", inputs)
+    assert torch.allclose(fused, explicit, atol=1e-5)
+    assert not torch.allclose(fused, plain, atol=1e-3)
+
+
+def dense_fixed(query, key, value, allowed, scale):
+    """(A - U) V with U the uniform attention over the allowed keys, written densely."""
+    scores = query @ key.transpose(-2, -1) * scale
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    A = torch.softmax(scores, dim=-1)
+    U = allowed.to(query.dtype) / allowed.sum(-1, keepdim=True)
+    return ((A - U) @ value).transpose(1, 2)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("padded", [False, True])
+def test_gap_free_attention_equals_its_dense_definition(groups, causal, padded):
+    B, H, T, D = 2, 4, 7, 5
+    g = torch.Generator().manual_seed(0)
+    query = torch.randn((B, H, T, D), generator=g, dtype=torch.float64)
+    key = torch.randn((B, H // groups, T, D), generator=g, dtype=torch.float64)
+    value = torch.randn((B, H // groups, T, D), generator=g, dtype=torch.float64)
+    module = SimpleNamespace(num_key_value_groups=groups, is_causal=causal, training=False)
+    allowed = torch.ones((B, 1, T, T), dtype=torch.bool)
+    if causal:
+        allowed = allowed & torch.ones((T, T), dtype=torch.bool).tril()
+    if padded:
+        allowed[1, :, :, 5:] = False  # the second sequence has 5 valid keys
+    mask = allowed if padded else None
+    scale = 1 / math.sqrt(D)
+    out, _ = gap_free_attention(module, query, key, value, mask, scaling=scale, dropout=0.0)
+    k = key.repeat_interleave(groups, dim=1)
+    v = value.repeat_interleave(groups, dim=1)
+    expected = dense_fixed(query, k, v, allowed.expand(B, H, T, T), scale)
+    assert torch.allclose(out, expected, atol=1e-10)
+    captured, _ = capture_attention(module, query, key, value, mask, scaling=scale)
+    with recording() as recorder:
+        recorder.fix = True
+        explicit, A = capture_attention(module, query, key, value, mask, scaling=scale)
+    assert torch.allclose(explicit, expected, atol=1e-10)
+    assert recorder.layers and recorder.layers[0].shape == (B, H, T, T)
+    if causal and not padded:
+        # the causal fix is A - U_c, U_c the causal uniform matrix (SPEC section 5)
+        fixed = (A - causal_uniform(T)) @ v
+        assert torch.allclose(explicit, fixed.transpose(1, 2), atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["roberta-base", "llama-small"])
+@pytest.mark.parametrize("implementation", [CAPTURE, GAP_FREE])
+def test_padding_is_never_dropped(name, implementation):
+    """A right-padded sequence gives, on its valid tokens, what it gives alone."""
+    model = build_model(name, tiny=True)
+    model.set_attn_implementation(implementation)
+    ids = torch.randint(3, 100, (2, 9), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones((2, 9), dtype=torch.long)
+    mask[1, 6:] = 0
+    with torch.no_grad():
+        batch = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        alone = model(input_ids=ids[1:, :6]).last_hidden_state
+    assert torch.allclose(batch[1, :6], alone[0], atol=1e-5)
+
+
+def test_grouped_query_attention_is_expanded():
+    model = build_model("llama-small", tiny=True)
+    attention = model.layers[0].self_attn
+    assert attention.num_key_value_groups == 2
+    _, layers = run(model, CAPTURE, inputs_for("llama-small"))
+    assert layers[0].shape == (2, 4, 9, 9)
+    assert torch.allclose(layers[0].triu(1), torch.zeros(()))  # causal
+
+
+def test_models_are_built_offline_and_reproducibly():
+    first = build_model("gpt2", tiny=True, seed=3)
+    second = build_model("gpt2", tiny=True, seed=3)
+    for a, b in zip(first.parameters(), second.parameters(), strict=True):
+        assert torch.equal(a, b)
+    state = torch.random.get_rng_state()
+    build_model("bert-base", tiny=True)
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert build_model("tinybert").config.hidden_size == 312
+    with pytest.raises(ValueError, match="unknown name 'gpt5'"):
+        build_model("gpt5")
+
+
+def test_a_missing_transformers_names_the_install_command(monkeypatch):
+    from gapscope.hf._require import require_transformers
+
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(ImportError, match=r"pip install 'gapscope\[hf\]'"):
+        require_transformers()
