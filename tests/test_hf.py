@@ -146,3 +146,38 @@ def test_a_missing_transformers_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(ImportError, match=r"pip install 'gapscope\[hf\]'"):
         require_transformers()
+
+
+def test_diagnose_rows_and_side_by_side_fix():
+    from gapscope.hf.diagnose import diagnose
+
+    model = build_model("llama-small", tiny=True)
+    table = diagnose(model, T=10, runs=2, seed=1)
+    heads, layers = table[table["kind"] == "head"], table[table["kind"] == "layer"]
+    assert len(heads) == 2 * 2 * 2 * 4  # runs x fixes x layers x heads
+    assert len(layers) == 2 * 2 * 3  # runs x fixes x hidden states (embeddings + 2 layers)
+    assert model.config._attn_implementation == "sdpa"  # restored
+    first = heads[heads["layer"] == 1].pivot_table(index=["run", "head"], columns="fix", values="sqrt_T_s2")
+    assert torch.allclose(torch.tensor(first["none"].values), torch.tensor(first["fix"].values))
+    last = layers[layers["layer"] == 2].set_index(["run", "fix"])["sr"]
+    assert float(last[(0, "none")]) != pytest.approx(float(last[(0, "fix")]), rel=1e-6)
+    assert (heads["abs_lambda1"] - 1).abs().max() < 1e-6  # rows of softmax attention sum to 1
+
+
+def test_diagnose_command(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from gapscope.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["diagnose", "gpt2", "--tiny", "--T", "12", "--fix", "causal", "--out", str(tmp_path), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert {row["fix"] for row in payload["layers"]} == {"none", "fix"}
+    assert (tmp_path / "diagnosis.parquet").exists()
+    wrong = runner.invoke(app, ["diagnose", "bert-base", "--tiny", "--fix", "causal"])
+    assert wrong.exit_code == 2 and "fix must be 'mean' or 'none'" in " ".join(wrong.output.split())

@@ -235,3 +235,85 @@ def report(
 
 if __name__ == "__main__":
     app()
+
+
+class DiagnoseFix(str, Enum):
+    none = "none"
+    mean = "mean"
+    causal = "causal"
+
+
+@app.command()
+def diagnose(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="Architecture name: roberta-base, bert-base, tinybert, gpt2, vit-base, llama-small."
+        ),
+    ],
+    random_embeddings: Annotated[
+        bool, typer.Option("--random-embeddings", help="Gaussian input embeddings instead of random tokens.")
+    ] = False,
+    T: Annotated[int, typer.Option("--T", help="Number of tokens.")] = 128,
+    fix: Annotated[
+        DiagnoseFix, typer.Option(help="Also run with the gap fix: mean (encoders) or causal (decoders).")
+    ] = DiagnoseFix.mean,
+    runs: Annotated[int, typer.Option(help="Independent random inputs.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the weights and inputs.")] = 0,
+    tiny: Annotated[
+        bool, typer.Option(help="A two-layer width-32 version of the model (for tests).")
+    ] = False,
+    out: Annotated[Path | None, typer.Option(help="Directory for diagnosis.parquet.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Spectral diagnosis of a random-init transformer per layer and head, with and without the fix."""
+    try:
+        from gapscope.hf import build_model
+        from gapscope.hf.diagnose import diagnose as run_diagnosis
+
+        network = build_model(model, seed=seed, tiny=tiny)
+        causal = bool(getattr(network.config, "is_decoder", False)) or network.config.model_type in (
+            "gpt2",
+            "llama",
+        )
+        if fix is not DiagnoseFix.none and (fix is DiagnoseFix.causal) != causal:
+            expected = "causal" if causal else "mean"
+            raise ValueError(
+                f"fix must be {expected!r} or 'none' for {model} (its attention is "
+                f"{'causal' if causal else 'bidirectional'}), got {fix.value!r}"
+            )
+        fixes = ("none",) if fix is DiagnoseFix.none else ("none", "fix")
+        source = "random-embeddings" if random_embeddings else "random-tokens"
+        table = run_diagnosis(network, source=source, T=T, runs=runs, fixes=fixes, seed=seed)
+    except (ValueError, TypeError, ImportError) as err:
+        _fail(str(err))
+        return
+    paths = []
+    if out is not None:
+        import os
+
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / ".diagnosis.parquet.tmp"
+        table.to_parquet(tmp, index=False)
+        os.replace(tmp, out / "diagnosis.parquet")
+        paths.append(str(out / "diagnosis.parquet"))
+    heads = table[table["kind"] == "head"].groupby(["fix", "layer"])[
+        ["sqrt_T_s2", "gap_ratio", "singular_outliers"]
+    ]
+    layers = table[table["kind"] == "layer"].groupby(["fix", "layer"])[["sr", "erank", "hfc_lfc", "cosine"]]
+    summary = heads.mean().join(layers.mean(), how="outer").reset_index()
+    if as_json:
+        print(
+            json.dumps(
+                {"model": model, "T": T, "files": paths, "layers": summary.to_dict("records")}, default=float
+            )
+        )
+        return
+    view = Table(title=f"{model}: means over heads and runs (T = {T})")
+    for column in summary.columns:
+        view.add_column(str(column), justify="right")
+    for record in summary.itertuples(index=False):
+        view.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in record))
+    console.print(view)
+    for path in paths:
+        console.print(f"table: {path}")
