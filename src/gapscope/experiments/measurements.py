@@ -21,14 +21,7 @@ from gapscope.ensembles import (
     unit_gaussian_rows,
 )
 from gapscope.gradients import value_gradient_norms
-from gapscope.linalg import (
-    covariance_stable_rank,
-    effective_rank,
-    eigenvalues,
-    hfc_lfc_ratio,
-    mean_cosine_similarity,
-    spectral_gap,
-)
+from gapscope.linalg import collapse_metrics, eigenvalues, spectral_gap
 from gapscope.nn import AttentionStack, named_config, paper_stable_rank
 from gapscope.theory import key_query_sigma2, key_query_tau2
 
@@ -57,15 +50,7 @@ def propagation(cell: dict[str, Any]) -> Rows:
         xs = model(x0)
     rows = []
     for layer, X in enumerate(xs):
-        sr = covariance_stable_rank(X)
-        row = {
-            "layer": layer,
-            "sr": float(sr.value),
-            "sr_minus_one": float(sr.minus_one),
-            "erank": float(effective_rank(X)),
-            "hfc_lfc": float(hfc_lfc_ratio(X)),
-            "cosine": float(mean_cosine_similarity(X)),
-        }
+        row = {"layer": layer} | collapse_metrics(X)
         if model.config.paper_quirks:
             row["sr_paper_code"] = float(paper_stable_rank(X))
         rows.append(row)

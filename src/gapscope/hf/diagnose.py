@@ -25,15 +25,7 @@ import torch
 from gapscope._checks import check_choice, check_int
 from gapscope.hf.attention import CAPTURE, AttentionRecorder, recording
 from gapscope.hf.models import build_model
-from gapscope.linalg import (
-    covariance_stable_rank,
-    effective_rank,
-    eigenvalues,
-    hfc_lfc_ratio,
-    mean_cosine_similarity,
-    spectral_gap,
-    stable_rank,
-)
+from gapscope.linalg import collapse_metrics, eigenvalues, spectral_gap
 
 SOURCES = ("random-tokens", "random-embeddings")
 FIXES = ("none", "fix")
@@ -70,19 +62,6 @@ def _head_rows(attention: torch.Tensor) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def _layer_row(hidden: torch.Tensor) -> dict[str, Any]:
-    X = hidden[0].double()
-    cov = covariance_stable_rank(X)
-    return {
-        "sr": float(cov.value),
-        "sr_minus_one": float(cov.minus_one),
-        "sr_matrix": float(stable_rank(X).value),
-        "erank": float(effective_rank(X)),
-        "hfc_lfc": float(hfc_lfc_ratio(X)),
-        "cosine": float(mean_cosine_similarity(X)),
-    }
 
 
 def diagnose(
@@ -132,7 +111,9 @@ def diagnose(
                         ]
                 for layer, hidden in enumerate(out.hidden_states):
                     rows.append(
-                        base | {"kind": "layer", "layer": layer, "T": hidden.shape[1]} | _layer_row(hidden)
+                        base
+                        | {"kind": "layer", "layer": layer, "T": hidden.shape[1]}
+                        | collapse_metrics(hidden[0].double())
                     )
     finally:
         model.set_attn_implementation(previous)

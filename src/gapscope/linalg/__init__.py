@@ -4,6 +4,7 @@ collapse metrics of token representations. Batched over leading dimensions."""
 from gapscope.linalg.gap import GAP_TREATMENTS, SpectralGap, causal_uniform, remove_gap, spectral_gap
 from gapscope.linalg.metrics import (
     StableRank,
+    collapse_metrics,
     composite_norm,
     covariance_stable_rank,
     dong_residual,
@@ -33,6 +34,7 @@ __all__ = [
     "StableRank",
     "TopK",
     "as_operator",
+    "collapse_metrics",
     "composite_norm",
     "covariance_stable_rank",
     "dong_residual",

@@ -148,3 +148,24 @@ def noci_measure(X: torch.Tensor) -> torch.Tensor:
     return (torch.linalg.vector_norm(column_sums, dim=-1) ** 2) / (
         n * torch.linalg.matrix_norm(X, ord="fro") ** 2
     )
+
+
+def collapse_metrics(X: torch.Tensor) -> dict[str, float]:
+    """Every collapse metric of one representation (n, d), as plain numbers.
+
+    sr and sr_minus_one are the covariance stable rank sr(X X^T) and its excess (Mind the
+    Gap, Props 3, 5); sr_matrix the stable rank of X; erank, hfc_lfc and cosine the three
+    oversmoothing measures of Record Straight (Defs 1-3).
+    """
+    X = check_tensor(X, "X")
+    if X.ndim != 2:
+        raise ValueError(f"X must be one representation of shape (n, d), got {tuple(X.shape)}")
+    cov = covariance_stable_rank(X)
+    return {
+        "sr": float(cov.value),
+        "sr_minus_one": float(cov.minus_one),
+        "sr_matrix": float(stable_rank(X).value),
+        "erank": float(effective_rank(X)),
+        "hfc_lfc": float(hfc_lfc_ratio(X)),
+        "cosine": float(mean_cosine_similarity(X)),
+    }
