@@ -83,3 +83,24 @@ def test_operator_dense_round_trip():
     op = MatrixFreeOperator.from_dense(M)
     assert op.batch_shape == (2,)
     assert torch.equal(op.dense(), M)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_operator_products_and_spectra_match_the_dense_matrix(causal):
+    from gapscope.linalg import attention_operator, spectral_gap
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn((2, 300, 16), generator=g, dtype=torch.float64)
+    k = torch.randn((2, 300, 16), generator=g, dtype=torch.float64)
+    scores = q @ k.mT / 4
+    if causal:
+        scores = scores.masked_fill(~torch.ones(300, 300, dtype=torch.bool).tril(), float("-inf"))
+    A = torch.softmax(scores, dim=-1)
+    op = attention_operator(q, k, causal=causal, chunk=64)
+    block = torch.randn((2, 300, 5), generator=g, dtype=torch.float64)
+    assert torch.allclose(op.matmat(block), A @ block, atol=1e-12)
+    assert torch.allclose(op.rmatmat(block), A.mT @ block, atol=1e-12)
+    if not causal:
+        free, dense = spectral_gap(op, k=4), spectral_gap(A)
+        assert torch.allclose(free.s2, dense.s2, rtol=1e-6)
+        assert torch.allclose(free.s1, dense.s1, rtol=1e-8)

@@ -218,3 +218,52 @@ def top_eigenvalues(
         Z = torch.stack([_schur_restart(h, b) for h in flat]).reshape(*H.shape[:-1], b)
         start = basis @ Z.to(basis.device)
     return TopK(theta, residuals, converged)
+
+
+def attention_operator(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    *,
+    scale: float | None = None,
+    causal: bool = False,
+    chunk: int = 1024,
+) -> MatrixFreeOperator:
+    """A = softmax(Q K^T scale) of one or more heads, (..., T, T), known only through products.
+
+    ``matmat`` is torch's fused scaled_dot_product_attention with the block as values, so A
+    is never formed; ``rmatmat`` (A^T U) recomputes A in blocks of ``chunk`` query rows,
+    so at most chunk x T entries exist at once. Works with :func:`top_singular_values`,
+    :func:`top_eigenvalues` and :func:`gapscope.linalg.spectral_gap`.
+    """
+    query = check_tensor(query, "query")
+    key = check_tensor(key, "key")
+    if query.shape[:-2] != key.shape[:-2] or query.shape[-1] != key.shape[-1]:
+        raise ValueError(
+            f"query and key must share batch shape and width, got {tuple(query.shape)} and {tuple(key.shape)}"
+        )
+    chunk = check_int(chunk, "chunk", minimum=1)
+    T, S = query.shape[-2], key.shape[-2]
+    s = query.shape[-1] ** -0.5 if scale is None else scale
+
+    lead = (1,) * max(0, 4 - query.ndim)  # SDPA's fused CPU kernels want (B, H, T, D)
+
+    def matmat(block: torch.Tensor) -> torch.Tensor:
+        q, k, v = (t.reshape(*lead, *t.shape) for t in (query, key, block.to(query.dtype)))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=s)
+        return out.reshape(*block.shape[:-2], T, block.shape[-1])
+
+    def rmatmat(block: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros((*query.shape[:-2], S, block.shape[-1]), dtype=query.dtype, device=query.device)
+        for start in range(0, T, chunk):
+            rows = slice(start, min(T, start + chunk))
+            scores = query[..., rows, :] @ key.mT * s
+            if causal:
+                allowed = (
+                    torch.arange(S, device=query.device)
+                    <= torch.arange(start, rows.stop, device=query.device)[:, None]
+                )
+                scores = scores.masked_fill(~allowed, float("-inf"))
+            out += torch.softmax(scores, dim=-1).mT @ block[..., rows, :].to(query.dtype)
+        return out
+
+    return MatrixFreeOperator((*query.shape[:-2], T, S), matmat, rmatmat, query.dtype, query.device)
