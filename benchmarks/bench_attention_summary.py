@@ -1,9 +1,10 @@
 """s_2 of one key-query head without a T x T tensor: gapscope's block Krylov on fused attention
 against scipy's svds over a chunked dense matvec (one vector at a time), in the same run.
 
-Both stop at the same tolerance (1e-4). The head has N(0, 1) queries and keys of width 64 (logit variance 1, the standard
-initialisation of Mind the Gap, Prop. 1). Prints both times, their ratio, the relative
-difference of s_2 (and s_1), and each method's peak resident memory in a fresh child process.
+Both stop at the same tolerance (1e-4). The head has N(0, 1) queries and keys of width 64
+(logit variance 1, the standard initialisation of Mind the Gap, Prop. 1). Prints both
+times, their ratio, the relative difference of s_2 (and s_1), and each method's peak
+resident memory in a fresh child process.
 Run: python benchmarks/bench_attention_summary.py [--T 16384] [--d-head 64] [--chunk 1024]
 """
 
@@ -17,8 +18,6 @@ import scipy.sparse.linalg
 import torch
 
 from gapscope.linalg import attention_operator, top_singular_values
-
-TOL = 1e-4  # the same convergence tolerance for both methods
 from memory import child_peak_mib, report_child
 
 
@@ -56,6 +55,7 @@ def scipy_s(q: torch.Tensor, k: torch.Tensor, chunk: int) -> np.ndarray:
     return np.sort(values)[::-1]
 
 
+TOL = 1e-4  # the same convergence tolerance for both methods
 METHODS = {"gapscope": gapscope_s, "scipy svds": scipy_s}
 
 
