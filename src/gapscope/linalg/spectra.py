@@ -230,9 +230,9 @@ def attention_operator(
 ) -> MatrixFreeOperator:
     """A = softmax(Q K^T scale) of one or more heads, (..., T, T), known only through products.
 
-    ``matmat`` is torch's fused scaled_dot_product_attention with the block as values, so A
-    is never formed; ``rmatmat`` (A^T U) recomputes A in blocks of ``chunk`` query rows,
-    so at most chunk x T entries exist at once. Works with :func:`top_singular_values`,
+    Both ``matmat`` (A V) and ``rmatmat`` (A^T U) recompute A in blocks of ``chunk`` query
+    rows, so at most chunk x T entries exist at once (torch's SDPA on CPU forms the whole
+    T x T score matrix at long T, so it is not used here). Works with :func:`top_singular_values`,
     :func:`top_eigenvalues` and :func:`gapscope.linalg.spectral_gap`.
     """
     query = check_tensor(query, "query")
@@ -245,25 +245,27 @@ def attention_operator(
     T, S = query.shape[-2], key.shape[-2]
     s = query.shape[-1] ** -0.5 if scale is None else scale
 
-    lead = (1,) * max(0, 4 - query.ndim)  # SDPA's fused CPU kernels want (B, H, T, D)
+    def rows(start: int) -> tuple[slice, torch.Tensor]:
+        """A's rows start .. start + chunk, computed from the scores of those queries only."""
+        rows = slice(start, min(T, start + chunk))
+        scores = query[..., rows, :] @ key.mT * s
+        if causal:
+            allowed = (
+                torch.arange(S, device=query.device)
+                <= torch.arange(start, rows.stop, device=query.device)[:, None]
+            )
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        return rows, torch.softmax(scores, dim=-1)
 
     def matmat(block: torch.Tensor) -> torch.Tensor:
-        q, k, v = (t.reshape(*lead, *t.shape) for t in (query, key, block.to(query.dtype)))
-        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=s)
-        return out.reshape(*block.shape[:-2], T, block.shape[-1])
+        values = block.to(query.dtype)
+        return torch.cat([rows(start)[1] @ values for start in range(0, T, chunk)], dim=-2)
 
     def rmatmat(block: torch.Tensor) -> torch.Tensor:
         out = torch.zeros((*query.shape[:-2], S, block.shape[-1]), dtype=query.dtype, device=query.device)
         for start in range(0, T, chunk):
-            rows = slice(start, min(T, start + chunk))
-            scores = query[..., rows, :] @ key.mT * s
-            if causal:
-                allowed = (
-                    torch.arange(S, device=query.device)
-                    <= torch.arange(start, rows.stop, device=query.device)[:, None]
-                )
-                scores = scores.masked_fill(~allowed, float("-inf"))
-            out += torch.softmax(scores, dim=-1).mT @ block[..., rows, :].to(query.dtype)
+            index, A = rows(start)
+            out += A.mT @ block[..., index, :].to(query.dtype)
         return out
 
     return MatrixFreeOperator((*query.shape[:-2], T, S), matmat, rmatmat, query.dtype, query.device)
