@@ -179,5 +179,47 @@ def test_diagnose_command(tmp_path):
     payload = json.loads(result.output)
     assert {row["fix"] for row in payload["layers"]} == {"none", "fix"}
     assert (tmp_path / "diagnosis.parquet").exists()
+    page = (tmp_path / "diagnosis.html").read_text()
+    assert "data:image/png;base64," in page and "Attention heads, per layer" in page
     wrong = runner.invoke(app, ["diagnose", "bert-base", "--tiny", "--fix", "causal"])
     assert wrong.exit_code == 2 and "fix must be 'mean' or 'none'" in " ".join(wrong.output.split())
+
+
+@pytest.mark.parametrize("name", ["bert-base", "gpt2", "llama-small"])
+@pytest.mark.parametrize("fix", [False, True])
+def test_summary_capture_matches_the_dense_capture(name, fix):
+    """keep='summary' never forms A: SDPA output, matrix-free summary (exact diagonal for causal
+    heads), and the same numbers as the summary of the captured matrix."""
+    from gapscope.hf import AttentionRecorder
+    from gapscope.linalg import spectral_gap
+
+    model = build_model(name, tiny=True).double()  # float64, so that tight tolerances are reachable
+    inputs = inputs_for(name, batch=1, T=40)
+    dense_out, matrices = run(model, CAPTURE, inputs, fix=fix)
+    model.set_attn_implementation(CAPTURE)
+    options = {"k": 3, "tol": 1e-9, "block_size": 4, "krylov_dim": 24}
+    with recording(AttentionRecorder(fix=fix, keep="summary", summary_options=options)) as recorder:
+        with torch.no_grad():
+            summary_out = model(**inputs).last_hidden_state
+    assert torch.allclose(summary_out, dense_out, atol=1e-10)
+    assert len(recorder.layers) == len(matrices)
+    for gap, attention in zip(recorder.layers, matrices, strict=True):
+        reference = spectral_gap(attention.double() / attention.double().sum(-1, keepdim=True))
+        assert bool(gap.converged.all())
+        assert torch.allclose(gap.s2, reference.s2, rtol=1e-6)
+        assert torch.allclose(gap.abs_lambda2, reference.abs_lambda2, rtol=1e-6)
+
+
+def test_matrix_free_diagnosis_agrees_with_the_dense_one():
+    from gapscope.hf.diagnose import diagnose
+
+    model = build_model("gpt2", tiny=True, seed=1).double()
+    free = diagnose(model, T=48, seed=1, fixes=("none",), matrix_free=True)
+    free = free[free["kind"] == "head"]
+    reference = diagnose(model, T=48, seed=1, fixes=("none",))
+    reference = reference[reference["kind"] == "head"]
+    assert free["converged"].all()
+    for column in ("s1", "sqrt_T_s2", "sqrt_T_abs_lambda2"):
+        assert free[column].to_numpy() == pytest.approx(reference[column].to_numpy(), rel=1e-4)
+    with pytest.raises(ValueError, match="clouds need the attention matrices"):
+        diagnose(model, T=48, matrix_free=True, clouds=(1,))

@@ -100,7 +100,33 @@ def test_attention_operator_products_and_spectra_match_the_dense_matrix(causal):
     block = torch.randn((2, 300, 5), generator=g, dtype=torch.float64)
     assert torch.allclose(op.matmat(block), A @ block, atol=1e-12)
     assert torch.allclose(op.rmatmat(block), A.mT @ block, atol=1e-12)
-    if not causal:
-        free, dense = spectral_gap(op, k=4), spectral_gap(A)
-        assert torch.allclose(free.s2, dense.s2, rtol=1e-6)
-        assert torch.allclose(free.s1, dense.s1, rtol=1e-8)
+    if causal:
+        images, transposed = op.pair(block, block)
+        assert torch.allclose(images, A @ block, atol=1e-12)
+        assert torch.allclose(transposed, A.mT @ block, atol=1e-12)
+    free, dense = spectral_gap(op, k=4, tol=1e-10), spectral_gap(A)
+    assert bool(free.converged.all())
+    assert torch.allclose(free.s2, dense.s2, rtol=1e-8)
+    assert torch.allclose(free.s1, dense.s1, rtol=1e-8)
+    # lambda_2 from P A P (or, causal, the exact diagonal) against the dense eigenvalues
+    assert torch.allclose(free.abs_lambda2, dense.abs_lambda2, rtol=1e-6)
+    assert torch.allclose(free.sigma2, dense.sigma2, rtol=0.5)  # 32 Hutchinson probes
+
+
+@pytest.mark.parametrize("kernel_reports_normalisers", [True, False])
+def test_attention_operator_fused_products_in_float32_and_for_rectangular_heads(
+    kernel_reports_normalisers, monkeypatch
+):
+    """The fused path pads the value block to whole heads; without the CPU kernel's
+    log-normalisers (as on other devices) they are summed in chunks."""
+    from gapscope.linalg import attention_operator, spectra
+
+    if not kernel_reports_normalisers:
+        monkeypatch.setattr(spectra, "_cpu_flash_kernel", lambda: None)
+    g = torch.Generator().manual_seed(1)
+    q, k = torch.randn((3, 200, 8), generator=g), torch.randn((3, 150, 8), generator=g)
+    A = torch.softmax(q.double() @ k.double().mT / math.sqrt(8), dim=-1)
+    op = attention_operator(q, k, chunk=37)
+    right, left = torch.randn((3, 150, 11), generator=g), torch.randn((3, 200, 3), generator=g)
+    assert torch.allclose(op.matmat(right).double(), A @ right.double(), atol=1e-5)
+    assert torch.allclose(op.rmatmat(left).double(), A.mT @ left.double(), atol=1e-5)

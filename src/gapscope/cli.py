@@ -275,7 +275,16 @@ def diagnose(
     tiny: Annotated[
         bool, typer.Option(help="A two-layer width-32 version of the model (for tests).")
     ] = False,
-    out: Annotated[Path | None, typer.Option(help="Directory for diagnosis.parquet.")] = None,
+    matrix_free: Annotated[
+        bool,
+        typer.Option(
+            "--matrix-free",
+            help="Summarise heads from fused-attention products, never forming T x T (long inputs).",
+        ),
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Directory for diagnosis.parquet, diagnosis.png and diagnosis.html.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Spectral diagnosis of a transformer per layer and head, with and without the fix."""
@@ -298,7 +307,9 @@ def diagnose(
         fixes = ("none",) if fix is DiagnoseFix.none else ("none", "fix")
         source = "random-embeddings" if random_embeddings else "random-tokens"
         if text is None:
-            table = run_diagnosis(network, source=source, T=T, runs=runs, fixes=fixes, seed=seed)
+            table = run_diagnosis(
+                network, source=source, T=T, runs=runs, fixes=fixes, seed=seed, matrix_free=matrix_free
+            )
         else:
             if tokenizer is None:
                 raise ValueError(
@@ -310,7 +321,14 @@ def diagnose(
             tables = []
             for run in range(runs):
                 window = torch.tensor([ids[run * T : (run + 1) * T]])
-                part = run_diagnosis(network, T=T, fixes=fixes, seed=seed, inputs={"input_ids": window})
+                part = run_diagnosis(
+                    network,
+                    T=T,
+                    fixes=fixes,
+                    seed=seed,
+                    inputs={"input_ids": window},
+                    matrix_free=matrix_free,
+                )
                 tables.append(part.assign(run=run))
             import pandas as pd
 
@@ -326,7 +344,10 @@ def diagnose(
         tmp = out / ".diagnosis.parquet.tmp"
         table.to_parquet(tmp, index=False)
         os.replace(tmp, out / "diagnosis.parquet")
-        paths.append(str(out / "diagnosis.parquet"))
+        from gapscope.report import write_diagnosis_page
+
+        page = write_diagnosis_page(table, out, f"gapscope diagnosis of {model}")
+        paths += [str(out / "diagnosis.parquet"), str(out / "diagnosis.png"), str(page)]
     heads = table[table["kind"] == "head"].groupby(["fix", "layer"])[
         ["sqrt_T_s2", "gap_ratio", "singular_outliers"]
     ]

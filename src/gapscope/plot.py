@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -13,6 +14,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from gapscope.linalg import eigenvalues, singular_values  # noqa: E402
 from gapscope.theory import circular_law_radius, quarter_circle_pdf  # noqa: E402
@@ -61,4 +65,38 @@ def spectrum_figure(A: torch.Tensor, sigma2: float, title: str = "") -> Figure:
     right.legend(fontsize=8)
     if title:
         fig.suptitle(title)
+    return fig
+
+
+DIAGNOSIS_PANELS = (
+    ("head", "sqrt_T_s2", r"$\sqrt{T}\,s_2$ (bulk scale)"),
+    ("head", "gap_ratio", r"gap ratio $s_1/s_2$"),
+    ("head", "sqrt_T_abs_lambda2", r"$\sqrt{T}\,|\lambda_2|$"),
+    ("layer", "sr", "covariance stable rank"),
+    ("layer", "erank", "effective rank"),
+    ("layer", "cosine", "mean cosine similarity"),
+)
+
+
+def diagnosis_figure(table: pd.DataFrame, title: str = "") -> Figure:
+    """The per-layer story of :func:`gapscope.hf.diagnose`: head summaries (median over heads
+    and runs, band from the 10th to the 90th percentile) and the collapse metrics of the
+    hidden states, with and without the gap fix."""
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7.5))
+    for ax, (kind, column, label) in zip(axes.flat, DIAGNOSIS_PANELS, strict=True):
+        rows = table[table["kind"] == kind]
+        for fix, part in rows.groupby("fix"):
+            stats = part.groupby("layer")[column].quantile([0.1, 0.5, 0.9]).unstack()
+            line = ax.plot(
+                stats.index, stats[0.5], "o-", ms=3, label="with the fix" if fix == "fix" else "as built"
+            )
+            ax.fill_between(stats.index, stats[0.1], stats[0.9], color=line[0].get_color(), alpha=0.2)
+        ax.set_xlabel("layer" if kind == "head" else "hidden state (0 = embeddings)")
+        ax.set_title(label, fontsize=10)
+        if column == "gap_ratio":
+            ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
     return fig

@@ -26,7 +26,9 @@ from typing import Any
 
 import torch
 
+from gapscope._checks import check_choice
 from gapscope.hf._require import require_transformers
+from gapscope.linalg import MatrixFreeOperator, attention_operator, spectral_gap
 
 CAPTURE = "gapscope_capture"
 GAP_FREE = "gapscope_gap_free"
@@ -67,24 +69,36 @@ def _expand_kv(module: Any, key: torch.Tensor, value: torch.Tensor) -> tuple[tor
 
 @dataclass
 class AttentionRecorder:
-    """Collects, per attention call, the attention matrix (B, H, Tq, Tk) of each layer.
+    """Collects, per attention call, each layer's attention or its spectral summary.
 
-    ``fix`` applies the gap fix inside ``gapscope_capture``; ``keep`` = 'matrix' keeps the
-    matrices, 'summary' keeps only the spectral summary of each head (see
-    :func:`gapscope.linalg.spectral_gap`), for long inputs.
+    ``keep`` = 'matrix' keeps the matrices (B, H, Tq, Tk); 'summary' keeps a batched
+    :class:`gapscope.linalg.SpectralGap` per layer. When every active recorder keeps
+    summaries and no padding mask is passed, ``gapscope_capture`` never forms the
+    attention matrix: the summary comes from fused-attention products
+    (:func:`gapscope.linalg.attention_operator`, exact diagonal eigenvalues for causal
+    heads) and the output from SDPA, so long inputs fit in memory. ``summary_options``
+    go to :func:`gapscope.linalg.spectral_gap`. ``fix`` applies the gap fix to the output.
     """
 
     fix: bool = False
     keep: str = "matrix"
+    summary_options: dict[str, Any] = field(default_factory=dict)
     layers: list[Any] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        check_choice(self.keep, "keep", ("matrix", "summary"))
+
     def record(self, attention: torch.Tensor) -> None:
+        """Record a dense attention matrix (B, H, Tq, Tk)."""
         if self.keep == "matrix":
             self.layers.append(attention.detach())
             return
-        from gapscope.linalg import spectral_gap
+        wide = attention.detach().double()
+        self.layers.append(spectral_gap(wide / wide.sum(dim=-1, keepdim=True), **self.summary_options))
 
-        self.layers.append(spectral_gap(attention.detach().double()))
+    def record_operator(self, operator: MatrixFreeOperator) -> None:
+        """Record the summary of attention known only through products (keep = 'summary')."""
+        self.layers.append(spectral_gap(operator, **self.summary_options))
 
 
 _ACTIVE: list[AttentionRecorder] = []
@@ -101,6 +115,24 @@ def recording(recorder: AttentionRecorder | None = None) -> Iterator[AttentionRe
         _ACTIVE.remove(recorder)
 
 
+def _is_causal_without_mask(
+    module: Any, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None
+) -> bool:
+    tq = query.shape[-2]
+    return mask is None and getattr(module, "is_causal", False) and tq > 1 and tq == key.shape[-2]
+
+
+def uniform_correction(
+    module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """U V for the gap fix, (B, H, Tq, D): the running mean of V for a causal module
+    without a mask (no T x T matrix), else the mean over each query's allowed keys."""
+    if _is_causal_without_mask(module, query, key, mask):
+        counts = torch.arange(1, query.shape[-2] + 1, dtype=value.dtype, device=value.device).unsqueeze(-1)
+        return torch.cumsum(value, dim=-2) / counts
+    return uniform_values(module, value, allowed_keys(module, query, key, mask), query.shape[-2])
+
+
 def gap_free_attention(
     module: Any,
     query: torch.Tensor,
@@ -113,15 +145,24 @@ def gap_free_attention(
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    _, value = _expand_kv(module, key, value)
-    allowed = allowed_keys(module, query, key, attention_mask)
-    tq = query.shape[-2]
-    if allowed is None and getattr(module, "is_causal", False) and tq > 1 and tq == value.shape[-2]:
-        counts = torch.arange(1, tq + 1, dtype=value.dtype, device=value.device).unsqueeze(-1)
-        correction = torch.cumsum(value, dim=-2) / counts
-    else:
-        correction = uniform_values(module, value, allowed, tq)
-    return out - correction.transpose(1, 2), None
+    key, value = _expand_kv(module, key, value)
+    return out - uniform_correction(module, query, key, value, attention_mask).transpose(1, 2), None
+
+
+def _summarised_attention(
+    module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float, dropout: float
+) -> tuple[torch.Tensor, None]:
+    """Record each head's spectral summary from products, and attend with fused SDPA."""
+    causal = _is_causal_without_mask(module, query, key, None)
+    operator = attention_operator(query.detach(), key.detach(), scale=scale, causal=causal)
+    for recorder in _ACTIVE:
+        recorder.record_operator(operator)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, is_causal=causal, scale=scale, dropout_p=dropout if module.training else 0.0
+    )
+    if any(recorder.fix for recorder in _ACTIVE):
+        out = out - uniform_correction(module, query, key, value, None)
+    return out.transpose(1, 2).contiguous(), None
 
 
 def capture_attention(
@@ -133,10 +174,12 @@ def capture_attention(
     scaling: float | None = None,
     dropout: float = 0.0,
     **kwargs: Any,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Attention written out, recorded in the active recorders, optionally gap-free."""
     key, value = _expand_kv(module, key, value)
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    if attention_mask is None and _ACTIVE and all(recorder.keep == "summary" for recorder in _ACTIVE):
+        return _summarised_attention(module, query, key, value, scale, dropout)
     scores = (query @ key.transpose(-2, -1)) * scale
     allowed = allowed_keys(module, query, key, attention_mask)
     if allowed is not None:
@@ -148,7 +191,7 @@ def capture_attention(
     dropped = torch.nn.functional.dropout(attention, p=dropout, training=module.training)
     out = dropped @ value
     if any(recorder.fix for recorder in _ACTIVE):
-        out = out - uniform_values(module, value, allowed, query.shape[-2])
+        out = out - uniform_correction(module, query, key, value, attention_mask)
     return out.transpose(1, 2).contiguous(), attention
 
 

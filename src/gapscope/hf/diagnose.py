@@ -25,7 +25,7 @@ import torch
 from gapscope._checks import check_choice, check_int
 from gapscope.hf.attention import CAPTURE, AttentionRecorder, recording
 from gapscope.hf.models import build_model
-from gapscope.linalg import collapse_metrics, eigenvalues, spectral_gap
+from gapscope.linalg import SpectralGap, collapse_metrics, eigenvalues, spectral_gap
 
 SOURCES = ("random-tokens", "random-embeddings")
 FIXES = ("none", "fix")
@@ -43,12 +43,15 @@ def _inputs(model: Any, source: str, T: int, generator: torch.Generator) -> dict
     return {"inputs_embeds": torch.randn((1, T, width), generator=generator) / math.sqrt(width) * 10}
 
 
-def _head_rows(attention: torch.Tensor) -> list[dict[str, Any]]:
-    wide = attention[0].double()
-    gap = spectral_gap(wide / wide.sum(dim=-1, keepdim=True))  # rows summed to 1 in the model's dtype
+def _summary(attention: torch.Tensor) -> SpectralGap:
+    wide = attention.double()
+    return spectral_gap(wide / wide.sum(dim=-1, keepdim=True))  # rows summed to 1 in the model's dtype
+
+
+def _head_rows(gap: SpectralGap) -> list[dict[str, Any]]:
     rows = []
-    for head in range(attention.shape[1]):
-        g = gap[head]
+    for head in range(gap.s1.shape[1]):
+        g = gap[0, head]
         rows.append(
             {
                 "head": head,
@@ -59,6 +62,7 @@ def _head_rows(attention: torch.Tensor) -> list[dict[str, Any]]:
                 "gap_ratio": float(g.gap_ratio),
                 "eigen_outliers": int(g.eigen_outliers().sum()),
                 "singular_outliers": int(g.singular_outliers().sum()),
+                "converged": bool(g.converged),
             }
         )
     return rows
@@ -74,13 +78,19 @@ def diagnose(
     seed: int = 0,
     inputs: dict[str, torch.Tensor] | None = None,
     clouds: tuple[int, ...] = (),
+    matrix_free: bool = False,
 ) -> pd.DataFrame:
     """Diagnose ``model`` (a transformers model or a name of :data:`gapscope.hf.MODEL_NAMES`).
 
     ``inputs`` (one sequence, batch 1) replaces the random ``source`` when given; otherwise
     each run draws a fresh input of ``T`` tokens from ``seed``. For each layer in ``clouds``,
     the eigenvalues of sqrt(T) A of head 0 come back as ``kind = 'eigenvalue'`` rows.
+    ``matrix_free`` summarises each head from fused-attention products instead of its
+    matrix (for long inputs; no eigenvalue clouds then); ``converged`` says whether each
+    head's Krylov summary reached its tolerance.
     """
+    if matrix_free and clouds:
+        raise ValueError("clouds need the attention matrices; pass matrix_free=False to get them")
     check_choice(source, "source", SOURCES)
     T = check_int(T, "T", minimum=2)
     runs = check_int(runs, "runs", minimum=1)
@@ -96,12 +106,14 @@ def diagnose(
         for run in range(runs):
             batch = inputs if inputs is not None else _inputs(model, source, T, g)
             for fix in fixes:
-                with recording(AttentionRecorder(fix=fix == "fix")) as recorder, torch.no_grad():
+                recorder = AttentionRecorder(fix=fix == "fix", keep="summary" if matrix_free else "matrix")
+                with recording(recorder), torch.no_grad():
                     out = model(**batch, output_hidden_states=True)
                 base = {"run": run, "fix": fix}
                 for layer, attention in enumerate(recorder.layers, start=1):
-                    tokens = attention.shape[-1]
-                    for row in _head_rows(attention):
+                    gap = attention if matrix_free else _summary(attention)
+                    tokens = gap.T
+                    for row in _head_rows(gap):
                         rows.append(base | {"kind": "head", "layer": layer, "T": tokens} | row)
                     if layer in clouds:
                         lam = eigenvalues(attention[0, 0].double()) * math.sqrt(tokens)

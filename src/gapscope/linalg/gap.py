@@ -14,13 +14,18 @@ from typing import Any
 
 import torch
 
-from gapscope._checks import as_generator, check_positive, check_row_stochastic, check_tensor
+from gapscope._checks import as_generator, check_int, check_positive, check_row_stochastic, check_tensor
 from gapscope.linalg.spectra import (
     MatrixFreeOperator,
+    _Arnoldi,
+    _default_tol,
+    _drive,
+    _GolubKahan,
+    _krylov_plan,
+    _Probes,
+    _start_block,
     eigenvalues,
     singular_values,
-    top_eigenvalues,
-    top_singular_values,
 )
 
 
@@ -133,13 +138,44 @@ class SpectralGap:
         )
 
 
-def _estimate_bulk_sigma2(op: MatrixFreeOperator, probes: int, generator: Any) -> torch.Tensor:
-    """Hutchinson estimate of ||A - 11^T/T||_F^2 from products with Gaussian probes."""
+def _matrix_free_summary(
+    op: MatrixFreeOperator,
+    k: int,
+    probes: int,
+    block_size: int | None,
+    krylov_dim: int | None,
+    tol: float | None,
+    generator: Any,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top singular values, top eigenvalues, convergence and the Hutchinson estimate of
+    ||A - 11^T/T||_F^2, with every product shared between the three Krylov processes.
+
+    lambda_1 = 1 is exact for a row-stochastic A (checked on the first product, with the
+    ones vector among the probes); the other eigenvalues are those of P A P, P = I - 11^T/T.
+    """
     T = op.shape[-1]
     g = as_generator(generator)
+    b, width = _krylov_plan(k, T, block_size, krylov_dim)
+    tol = _default_tol(op.dtype, tol)
     z = torch.randn((*op.batch_shape, T, probes), generator=g, dtype=op.dtype).to(op.device)
-    perp = op.matmat(z) - z.mean(dim=-2, keepdim=True)
-    return (perp**2).sum(dim=(-2, -1)) / probes
+    ones = torch.ones((*op.batch_shape, T, 1), dtype=op.dtype, device=op.device)
+    hutchinson = _Probes(torch.cat([ones, z], dim=-1))
+    singular = _GolubKahan(_start_block(op, b, g), k, width, tol, 100)
+    if op.triangular_diagonal is None:
+        eigen = _Arnoldi(_start_block(op, b, g, perpendicular_to_ones=True), k - 1, width, tol, 100, True)
+        _drive(op, [hutchinson, singular, eigen])
+        lam1 = torch.ones((*op.batch_shape, 1), dtype=eigen.values.dtype, device=op.device)
+        values, converged = torch.cat([lam1, eigen.values], dim=-1), singular.converged & eigen.converged
+    else:  # a triangular A has its diagonal as eigenvalues, exactly
+        _drive(op, [hutchinson, singular])
+        diagonal = op.triangular_diagonal()
+        order = torch.argsort(diagonal.abs(), dim=-1, descending=True, stable=True)[..., :k]
+        complex_dtype = torch.complex128 if diagonal.dtype == torch.float64 else torch.complex64
+        values, converged = torch.gather(diagonal, -1, order).to(complex_dtype), singular.converged
+    check_row_stochastic(hutchinson.image[..., :1], "A")
+    perp = hutchinson.image[..., 1:] - z.mean(dim=-2, keepdim=True)
+    sigma2 = (perp**2).sum(dim=(-2, -1)) / probes
+    return singular.values, values, converged, sigma2
 
 
 def spectral_gap(
@@ -149,27 +185,34 @@ def spectral_gap(
     margin: float = 0.1,
     k: int = 8,
     probes: int = 32,
+    block_size: int | None = None,
+    krylov_dim: int | None = None,
+    tol: float | None = None,
     generator: Any = 0,
 ) -> SpectralGap:
     """Summarise the spectral gap of Markov attention matrices (Mind the Gap, Thm 2 and Lemma 3).
 
     ``A`` is a dense (..., T, T) tensor whose rows sum to 1, or a
-    :class:`MatrixFreeOperator` (then the top ``k`` values come from Krylov methods,
-    ``sigma2`` is estimated with ``probes`` Hutchinson probes, and A 1 = 1 is checked
-    with one product). ``sigma2`` fixes the bulk edges from theory instead.
+    :class:`MatrixFreeOperator`: then block Golub-Kahan-Lanczos gives the top ``k``
+    singular values, block Arnoldi on P A P (P = I - 11^T/T) the eigenvalues after
+    lambda_1 = 1, ``probes`` Hutchinson probes estimate sigma^2, and A 1 = 1 is checked;
+    all of them share each product with A, so an attention operator is formed once per
+    round. ``block_size``, ``krylov_dim`` and ``tol`` go to both Krylov methods (wider
+    blocks cost little when forming A dominates). ``sigma2`` fixes the bulk edges from
+    theory instead.
     """
     margin = check_positive(margin, "margin", allow_zero=True)
     if isinstance(A, MatrixFreeOperator):
-        op = A
-        T = op.shape[-1]
-        if op.shape[-2] != T:
-            raise ValueError(f"A must be square, got shape {op.shape}")
-        ones = torch.ones((*op.batch_shape, T, 1), dtype=op.dtype, device=op.device)
-        check_row_stochastic(op.matmat(ones)[..., 0].unsqueeze(-1), "A")
-        sv = top_singular_values(op, k, generator=generator)
-        ev = top_eigenvalues(op, k, generator=generator)
-        sv_values, ev_values, converged = sv.values, ev.values, sv.converged & ev.converged
-        estimate = _estimate_bulk_sigma2(op, probes, generator)
+        T = A.shape[-1]
+        if A.shape[-2] != T:
+            raise ValueError(f"A must be square, got shape {A.shape}")
+        k = check_int(k, "k", minimum=2)
+        if _krylov_plan(min(k, T), T, block_size, krylov_dim)[1] >= T:
+            A = A.dense()  # the Krylov basis would span everything: the dense route is exact
+    if isinstance(A, MatrixFreeOperator):
+        sv_values, ev_values, converged, estimate = _matrix_free_summary(
+            A, k, probes, block_size, krylov_dim, tol, generator
+        )
     else:
         A = check_tensor(A, "A", square=True)
         T = A.shape[-1]

@@ -3,7 +3,7 @@
 Dense routines wrap ``torch.linalg``. The matrix-free routines need only products
 of the operator with blocks of vectors, so a T x T attention matrix never has to
 exist: block Golub-Kahan-Lanczos for the top singular values and block Arnoldi
-with Krylov-Schur restarts for the eigenvalues of largest modulus, both with full
+with restarts on the outermost invariant subspace for the eigenvalues of largest modulus, both with full
 reorthogonalisation and a residual test for convergence.
 """
 
@@ -13,8 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import numpy as np
-import scipy.linalg
 import torch
 
 from gapscope._checks import as_generator, check_int, check_tensor
@@ -51,6 +49,10 @@ class MatrixFreeOperator:
 
     ``matmat`` maps (*batch, n, b) to (*batch, m, b); ``rmatmat`` applies the
     transpose, (*batch, m, b) to (*batch, n, b), and is needed for singular values.
+    ``pair`` (optional) computes both products at once, for operators whose entries are
+    recomputed on every product, so that one pass over them serves both.
+    ``triangular_diagonal`` (optional) marks a triangular operator and returns its
+    diagonal, (*batch, n): its eigenvalues, exactly.
     """
 
     shape: tuple[int, ...]
@@ -58,6 +60,8 @@ class MatrixFreeOperator:
     rmatmat: Matmat | None = None
     dtype: torch.dtype = torch.float64
     device: torch.device = torch.device("cpu")
+    pair: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+    triangular_diagonal: Callable[[], torch.Tensor] | None = None
 
     @classmethod
     def from_dense(cls, M: torch.Tensor) -> MatrixFreeOperator:
@@ -67,6 +71,20 @@ class MatrixFreeOperator:
     @property
     def batch_shape(self) -> tuple[int, ...]:
         return self.shape[:-2]
+
+    def products(
+        self, right: torch.Tensor | None, left: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """A @ right and A^T @ left (either may be None) in one call, sharing work through
+        ``pair`` where the operator has one."""
+        if self.pair is not None and right is not None and left is not None:
+            return self.pair(right, left)
+        if left is not None and self.rmatmat is None:
+            raise ValueError("this operator has no rmatmat (products with its transpose)")
+        return (
+            None if right is None else self.matmat(right),
+            None if left is None or self.rmatmat is None else self.rmatmat(left),
+        )
 
     def dense(self) -> torch.Tensor:
         """Materialise the operator (for small sizes and tests)."""
@@ -103,23 +121,222 @@ def _extend_basis(W: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
 
 
 def _krylov_plan(k: int, size: int, block_size: int | None, krylov_dim: int | None) -> tuple[int, int]:
-    """Block size b and number of blocks in the Krylov basis."""
+    """Block size b and the largest basis width (a multiple of b) before a restart."""
     k = check_int(k, "k", minimum=1)
     if k > size:
         raise ValueError(f"k must be at most {size} for this operator, got {k}")
     b = min(size, k + 6) if block_size is None else check_int(block_size, "block_size", minimum=k)
     width = max(8 * b, 128) if krylov_dim is None else check_int(krylov_dim, "krylov_dim", minimum=b)
-    return b, max(width // b, 2)
+    return b, max(width // b, 2) * b
 
 
-def _start_block(op: MatrixFreeOperator, size: int, b: int, generator: Any) -> torch.Tensor:
+def _start_block(
+    op: MatrixFreeOperator, b: int, generator: Any, *, perpendicular_to_ones: bool = False
+) -> torch.Tensor:
     g = as_generator(generator)
-    start = torch.randn((*op.batch_shape, size, b), generator=g, dtype=op.dtype)
-    return torch.linalg.qr(start.to(op.device)).Q
+    start = torch.randn((*op.batch_shape, op.shape[-1], b), generator=g, dtype=op.dtype).to(op.device)
+    if perpendicular_to_ones:
+        start = start - start.mean(dim=-2, keepdim=True)
+    return torch.linalg.qr(start).Q
 
 
 def _default_tol(dtype: torch.dtype, tol: float | None) -> float:
     return float(torch.finfo(dtype).eps) ** 0.5 if tol is None else tol
+
+
+class _Krylov:
+    """One Krylov process driven by :func:`_drive`: it asks for A @ ``right`` and/or A^T @ ``left``
+    and takes the products in :meth:`receive`; ``done`` once converged or out of restarts."""
+
+    right: torch.Tensor | None = None
+    left: torch.Tensor | None = None
+    done: bool = False
+
+    def receive(self, A_right: torch.Tensor | None, At_left: torch.Tensor | None) -> None:
+        raise NotImplementedError
+
+
+def _drive(op: MatrixFreeOperator, processes: list[_Krylov]) -> None:
+    """Run Krylov processes together: each round is one :meth:`MatrixFreeOperator.products`
+    call on the blocks all of them ask for, so an operator that recomputes its entries for
+    every product (attention) computes them once per round for all processes."""
+    while not all(p.done for p in processes):
+        active = [p for p in processes if not p.done]
+        rights = [p.right for p in active if p.right is not None]
+        lefts = [p.left for p in active if p.left is not None]
+        A_right, At_left = op.products(
+            torch.cat(rights, dim=-1) if rights else None, torch.cat(lefts, dim=-1) if lefts else None
+        )
+        r = l = 0
+        for p in active:
+            pieces: list[torch.Tensor | None] = [None, None]
+            if p.right is not None and A_right is not None:
+                pieces[0], r = A_right[..., r : r + p.right.shape[-1]], r + p.right.shape[-1]
+            if p.left is not None and At_left is not None:
+                pieces[1], l = At_left[..., l : l + p.left.shape[-1]], l + p.left.shape[-1]
+            p.receive(*pieces)
+
+
+def _kept_on_restart(b: int, max_width: int) -> int:
+    """Thick restarts keep about half the basis (whole blocks), so little is lost with each."""
+    return max(b, (max_width // 2) // b * b)
+
+
+class _GolubKahan(_Krylov):
+    """Block Golub-Kahan-Lanczos with full reorthogonalisation and thick restarts.
+
+    The right basis V spans a block Krylov space of A^T A; the Ritz values come from the
+    Gram matrix of A V (kept in float64), and the residual ||A^T u - s v|| from the kept
+    products A^T A V, so neither the test nor a restart costs an extra product.
+    """
+
+    def __init__(self, start: torch.Tensor, k: int, max_width: int, tol: float, max_restarts: int):
+        self.k, self.b, self.max_width, self.tol, self.restarts_left = (
+            k,
+            start.shape[-1],
+            max_width,
+            tol,
+            max_restarts,
+        )
+        self.kept = _kept_on_restart(self.b, max_width)
+        self.V, self.right = start, start
+        self.AV: torch.Tensor | None = None
+        self.AtAV: torch.Tensor | None = None
+        self.gram = torch.zeros((*start.shape[:-2], 0, 0), dtype=torch.float64, device=start.device)
+
+    def receive(self, A_right: torch.Tensor | None, At_left: torch.Tensor | None) -> None:
+        if A_right is not None:
+            new, old = A_right.double(), None if self.AV is None else self.AV.double()
+            cross = new.mT @ new
+            if old is not None:
+                side = old.mT @ new
+                cross = torch.cat([torch.cat([self.gram, side], -1), torch.cat([side.mT, cross], -1)], -2)
+            self.gram = cross
+            self.AV = A_right if self.AV is None else torch.cat([self.AV, A_right], -1)
+            self.right, self.left = None, A_right
+            return
+        assert At_left is not None and self.AV is not None
+        self.AtAV = At_left if self.AtAV is None else torch.cat([self.AtAV, At_left], -1)
+        self.left = None
+        squares, W = torch.linalg.eigh(self.gram)
+        squares, W = squares.flip(-1).clamp(min=0), W.flip(-1).to(self.V.dtype)
+        self.values = squares[..., : self.k].sqrt().to(self.V.dtype)
+        top = W[..., : self.k]
+        safe = self.values.clamp(min=torch.finfo(self.V.dtype).tiny)
+        gap = (self.AtAV @ top) / safe.unsqueeze(-2) - (self.V @ top) * self.values.unsqueeze(-2)
+        self.residuals = torch.linalg.vector_norm(gap, dim=-2) / safe[..., :1]
+        self.converged = (self.residuals <= self.tol).all(dim=-1)
+        if bool(self.converged.all()) or self.restarts_left == 0:
+            self.done = True
+            return
+        if self.V.shape[-1] + self.b > self.max_width:
+            keep = W[..., : self.kept]
+            self.V, self.AV, self.AtAV = self.V @ keep, self.AV @ keep, self.AtAV @ keep
+            self.gram = torch.diag_embed(squares[..., : self.kept])
+            self.restarts_left -= 1
+        self.right = _extend_basis(self.AtAV[..., -self.b :], self.V)
+        self.V = torch.cat([self.V, self.right], -1)
+
+
+def _real_span(vectors: torch.Tensor, b: int) -> torch.Tensor:
+    """Orthonormal real basis (..., m, b) of the span of complex coefficient vectors (..., m, >= b):
+    the leading left singular vectors of their real and imaginary parts (a conjugate pair
+    spans two real directions)."""
+    return torch.linalg.svd(torch.cat([vectors.real, vectors.imag], dim=-1), full_matrices=False).U[..., :b]
+
+
+def _times(M: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """Real (..., n, m) times complex (..., m, k), without a complex copy of M."""
+    return torch.complex(M @ Y.real.to(M.dtype), M @ Y.imag.to(M.dtype))
+
+
+def _bordered(M: torch.Tensor, column: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+    """Grow the (m_old, m_old) matrix M to (m, m) with its new columns (m, b) and new rows (b, m_old)."""
+    old = M.shape[-1]
+    return torch.cat(
+        [torch.cat([M, column[..., :old, :]], -1), torch.cat([row, column[..., old:, :]], -1)], -2
+    )
+
+
+class _Arnoldi(_Krylov):
+    """Block Arnoldi with full reorthogonalisation, restarted on its outermost invariant subspace.
+
+    Rayleigh-Ritz on the Krylov space W of A; ``residuals`` are ||A x - theta x|| / |theta_1|
+    for unit Ritz vectors x. With ``deflate_ones`` it works on P A P, P = I - 11^T/T: for a
+    row-stochastic A (A 1 = 1) its eigenvalues are those of A with one eigenvalue 1
+    replaced by 0, exactly, so its largest one is lambda_2 of A.
+    """
+
+    def __init__(
+        self, start: torch.Tensor, k: int, max_width: int, tol: float, max_restarts: int, deflate_ones: bool
+    ):
+        self.k, self.b, self.max_width, self.tol, self.restarts_left = (
+            k,
+            start.shape[-1],
+            max_width,
+            tol,
+            max_restarts,
+        )
+        self.deflate_ones, self.kept = deflate_ones, _kept_on_restart(self.b, max_width)
+        self.W, self.right = start, start
+        self.AW: torch.Tensor | None = None
+        self.H = torch.zeros((*start.shape[:-2], 0, 0), dtype=torch.float64, device=start.device)
+
+    def receive(self, A_right: torch.Tensor | None, At_left: torch.Tensor | None) -> None:
+        assert A_right is not None and self.right is not None
+        if self.deflate_ones:
+            A_right = A_right - A_right.mean(dim=-2, keepdim=True)
+        column = (self.W.mT @ A_right).double()
+        self.H = column if self.AW is None else _bordered(self.H, column, (self.right.mT @ self.AW).double())
+        self.AW = A_right if self.AW is None else torch.cat([self.AW, A_right], -1)
+        # The projected matrix is formed in float64; its eigensolve, the costliest step per
+        # product for wide bases, runs in the operator's precision.
+        theta, Y = torch.linalg.eig(self.H.to(self.W.dtype))
+        order = torch.argsort(theta.abs(), dim=-1, descending=True, stable=True)[
+            ..., : max(self.k, self.kept)
+        ]
+        theta = torch.gather(theta, -1, order)
+        Y = torch.gather(Y, -1, order.unsqueeze(-2).expand(*Y.shape[:-1], order.shape[-1]))
+        complex_dtype = torch.complex128 if self.W.dtype == torch.float64 else torch.complex64
+        self.values, top = theta[..., : self.k].to(complex_dtype), Y[..., : self.k]
+        gap = _times(self.AW, top) - _times(self.W, top) * self.values.unsqueeze(-2)
+        scale = self.values[..., :1].abs().clamp(min=torch.finfo(self.W.dtype).tiny)
+        self.residuals = torch.linalg.vector_norm(gap, dim=-2) / scale
+        self.converged = (self.residuals <= self.tol).all(dim=-1)
+        if bool(self.converged.all()) or self.restarts_left == 0:
+            self.done = True
+            return
+        if self.W.shape[-1] + self.b > self.max_width:
+            keep = _real_span(Y[..., : self.kept], self.kept).double()
+            self.H = keep.mT @ self.H @ keep
+            keep = keep.to(self.W.dtype)
+            self.W, self.AW = self.W @ keep, self.AW @ keep
+            self.restarts_left -= 1
+            # Continue from the b strongest directions of the Arnoldi residual A W - W H of the
+            # kept basis (exactly b when it is invariant; a split conjugate pair adds a weak one).
+            residual = self.AW - self.W @ self.H.to(self.W.dtype)
+            strongest = torch.linalg.eigh((residual.mT @ residual).double()).eigenvectors[..., -self.b :]
+            self.right = _extend_basis(residual @ strongest.to(self.W.dtype), self.W)
+        else:
+            self.right = _extend_basis(self.AW[..., -self.b :], self.W)
+        self.W = torch.cat([self.W, self.right], -1)
+
+
+class _Probes(_Krylov):
+    """One product with a block of probes (e.g. Gaussian vectors for a Hutchinson estimate)."""
+
+    def __init__(self, probes: torch.Tensor):
+        self.right = probes
+
+    def receive(self, A_right: torch.Tensor | None, At_left: torch.Tensor | None) -> None:
+        assert A_right is not None
+        self.image: torch.Tensor = A_right
+        self.done = True
+
+
+def _dense_top(values: torch.Tensor, op: MatrixFreeOperator) -> TopK:
+    zeros = torch.zeros(values.shape, dtype=op.dtype, device=values.device)
+    return TopK(values, zeros, torch.ones(op.batch_shape, dtype=torch.bool))
 
 
 def top_singular_values(
@@ -141,35 +358,12 @@ def top_singular_values(
     if op.rmatmat is None:
         raise ValueError("A must provide rmatmat (products with its transpose) for singular values")
     m, n = op.shape[-2:]
-    b, blocks = _krylov_plan(k, min(m, n), block_size, krylov_dim)
-    if b * blocks >= min(m, n):
-        values = torch.linalg.svdvals(op.dense())[..., :k]
-        zeros = torch.zeros_like(values)
-        return TopK(values, zeros, torch.ones(op.batch_shape, dtype=torch.bool))
-    tol = _default_tol(op.dtype, tol)
-    right = _start_block(op, n, b, generator)
-    for restart in range(max_restarts + 1):
-        basis, images = right, [op.matmat(right)]
-        for _ in range(blocks - 1):
-            basis = torch.cat([basis, _extend_basis(op.rmatmat(images[-1]), basis)], dim=-1)
-            images.append(op.matmat(basis[..., -b:]))
-        left, values, vh = torch.linalg.svd(torch.cat(images, dim=-1), full_matrices=False)
-        right = basis @ vh[..., :b, :].mT
-        gap = op.rmatmat(left[..., :k]) - right[..., :k] * values[..., None, :k]
-        residuals = torch.linalg.vector_norm(gap, dim=-2) / values[..., :1]
-        converged = (residuals <= tol).all(dim=-1)
-        if bool(converged.all()) or restart == max_restarts:
-            break
-    return TopK(values[..., :k], residuals, converged)
-
-
-def _schur_restart(H: torch.Tensor, b: int) -> torch.Tensor:
-    """Real orthonormal basis (w, b) of the Schur vectors of H for its b outermost eigenvalues."""
-    h = H.detach().cpu().numpy()
-    moduli = np.sort(np.abs(np.linalg.eigvals(h)))[::-1]
-    threshold = moduli[b - 1] * (1 - 1e-12)
-    _, z, _ = scipy.linalg.schur(h, output="real", sort=lambda re, im: np.hypot(re, im) >= threshold)
-    return torch.from_numpy(np.ascontiguousarray(z[:, :b])).to(H.dtype)
+    b, width = _krylov_plan(k, min(m, n), block_size, krylov_dim)
+    if width >= min(m, n):
+        return _dense_top(torch.linalg.svdvals(op.dense())[..., :k], op)
+    process = _GolubKahan(_start_block(op, b, generator), k, width, _default_tol(op.dtype, tol), max_restarts)
+    _drive(op, [process])
+    return TopK(process.values, process.residuals, process.converged)
 
 
 def top_eigenvalues(
@@ -182,7 +376,7 @@ def top_eigenvalues(
     max_restarts: int = 100,
     generator: Any = 0,
 ) -> TopK:
-    """The k eigenvalues of largest modulus by block Arnoldi with Krylov-Schur restarts.
+    """The k eigenvalues of largest modulus by restarted block Arnoldi.
 
     Needs only ``matmat``. Eigenvalues come back complex, by descending modulus.
     Eigenvalues deep inside a dense bulk converge slowly; check ``converged``.
@@ -191,33 +385,52 @@ def top_eigenvalues(
     n = op.shape[-1]
     if op.shape[-2] != n:
         raise ValueError(f"A must be square for eigenvalues, got shape {op.shape}")
-    b, blocks = _krylov_plan(k, n, block_size, krylov_dim)
-    if b * blocks >= n:
-        values = eigenvalues(op.dense())[..., :k]
-        zeros = torch.zeros(values.shape, dtype=op.dtype)
-        return TopK(values, zeros, torch.ones(op.batch_shape, dtype=torch.bool))
-    tol = _default_tol(op.dtype, tol)
-    start = _start_block(op, n, b, generator)
-    for restart in range(max_restarts + 1):
-        basis, images = start, [op.matmat(start)]
-        for _ in range(blocks - 1):
-            basis = torch.cat([basis, _extend_basis(images[-1], basis)], dim=-1)
-            images.append(op.matmat(basis[..., -b:]))
-        image = torch.cat(images, dim=-1)
-        H = basis.mT @ image
-        theta, Y = torch.linalg.eig(H)
-        order = torch.argsort(theta.abs(), dim=-1, descending=True, stable=True)[..., :k]
-        theta = torch.gather(theta, -1, order)
-        Y = torch.gather(Y, -1, order.unsqueeze(-2).expand(*Y.shape[:-1], k))
-        gap = image.to(Y.dtype) @ Y - (basis.to(Y.dtype) @ Y) * theta.unsqueeze(-2)
-        residuals = torch.linalg.vector_norm(gap, dim=-2) / theta[..., :1].abs()
-        converged = (residuals <= tol).all(dim=-1)
-        if bool(converged.all()) or restart == max_restarts:
-            break
-        flat = H.reshape(-1, *H.shape[-2:])
-        Z = torch.stack([_schur_restart(h, b) for h in flat]).reshape(*H.shape[:-1], b)
-        start = basis @ Z.to(basis.device)
-    return TopK(theta, residuals, converged)
+    b, width = _krylov_plan(k, n, block_size, krylov_dim)
+    if width >= n:
+        return _dense_top(eigenvalues(op.dense())[..., :k], op)
+    process = _Arnoldi(
+        _start_block(op, b, generator), k, width, _default_tol(op.dtype, tol), max_restarts, False
+    )
+    _drive(op, [process])
+    return TopK(process.values, process.residuals, process.converged)
+
+
+def _cpu_flash_kernel() -> Any:
+    """torch's fused CPU attention kernel, which also returns the row log-normalisers (or None)."""
+    return getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+def _fused_products(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    values: torch.Tensor,
+    scale: float,
+    bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """softmax(Q K^T scale + bias) @ values through torch's fused attention, (..., T, width),
+    and the log-normaliser of each row, (..., T), where the kernel reports it (CPU).
+
+    The fused CPU kernel (which never forms T x S) needs 4-d inputs whose value width
+    equals the head width d; otherwise SDPA falls back to a path that materialises the
+    scores. So the batch is flattened and the columns of ``values`` go through in pieces
+    of width d, batched as heads. ``bias`` (..., S) is added to every row of scores.
+    """
+    batch, (T, d), (S, width) = query.shape[:-2], query.shape[-2:], values.shape[-2:]
+    pieces = max(1, -(-width // d))
+    padded = (
+        torch.nn.functional.pad(values, (0, pieces * d - width)).reshape(-1, S, pieces, d).transpose(1, 2)
+    )
+    q = query.reshape(-1, 1, T, d).expand(-1, pieces, T, d)
+    k = key.reshape(-1, 1, S, d).expand(-1, pieces, S, d)
+    mask = None if bias is None else bias.reshape(-1, 1, 1, S)
+    flash = _cpu_flash_kernel() if query.device.type == "cpu" else None
+    lse: torch.Tensor | None = None
+    if flash is not None:
+        out, lse = flash(q, k, padded, attn_mask=mask, scale=scale)
+        lse = lse[:, 0].reshape(*batch, T)
+    else:
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, padded, attn_mask=mask, scale=scale)
+    return out.transpose(1, 2).reshape(*batch, T, pieces * d)[..., :width], lse
 
 
 def attention_operator(
@@ -228,12 +441,15 @@ def attention_operator(
     causal: bool = False,
     chunk: int = 1024,
 ) -> MatrixFreeOperator:
-    """A = softmax(Q K^T scale) of one or more heads, (..., T, T), known only through products.
+    """A = softmax(Q K^T scale) of one or more heads, (..., T, S), known only through products.
 
-    Both ``matmat`` (A V) and ``rmatmat`` (A^T U) recompute A in blocks of ``chunk`` query
-    rows, so at most chunk x T entries exist at once (torch's SDPA on CPU forms the whole
-    T x T score matrix at long T, so it is not used here). Works with :func:`top_singular_values`,
-    :func:`top_eigenvalues` and :func:`gapscope.linalg.spectral_gap`.
+    Without a mask, both products use torch's fused attention (SDPA), which never forms
+    T x S: A V directly, and A^T U = c * softmax(K Q^T scale - lse^T) U, where lse holds
+    the log-normalisers of A's rows and c the column sums of A (the normalisers of the
+    transposed softmax); the CPU kernel reports both, elsewhere they are summed once over
+    blocks of ``chunk`` rows. Causal heads, and ``pair`` (both products at once), recompute
+    A in such row blocks, so at most chunk x S entries exist at once. Works with
+    :func:`top_singular_values`, :func:`top_eigenvalues` and :func:`gapscope.linalg.spectral_gap`.
     """
     query = check_tensor(query, "query")
     key = check_tensor(key, "key")
@@ -244,28 +460,84 @@ def attention_operator(
     chunk = check_int(chunk, "chunk", minimum=1)
     T, S = query.shape[-2], key.shape[-2]
     s = query.shape[-1] ** -0.5 if scale is None else scale
+    normalisers: list[torch.Tensor] = []
+
+    def scores(start: int) -> torch.Tensor:
+        """The masked scores of queries start .. start + chunk."""
+        block = query[..., start : start + chunk, :] @ key.mT * s
+        if causal:
+            stop = min(T, start + chunk)
+            allowed = (
+                torch.arange(S, device=query.device)
+                <= torch.arange(start, stop, device=query.device)[:, None]
+            )
+            block = block.masked_fill(~allowed, float("-inf"))
+        return block
 
     def rows(start: int) -> tuple[slice, torch.Tensor]:
         """A's rows start .. start + chunk, computed from the scores of those queries only."""
-        rows = slice(start, min(T, start + chunk))
-        scores = query[..., rows, :] @ key.mT * s
-        if causal:
-            allowed = (
-                torch.arange(S, device=query.device)
-                <= torch.arange(start, rows.stop, device=query.device)[:, None]
-            )
-            scores = scores.masked_fill(~allowed, float("-inf"))
-        return rows, torch.softmax(scores, dim=-1)
+        return slice(start, min(T, start + chunk)), torch.softmax(scores(start), dim=-1)
 
-    def matmat(block: torch.Tensor) -> torch.Tensor:
-        values = block.to(query.dtype)
-        return torch.cat([rows(start)[1] @ values for start in range(0, T, chunk)], dim=-2)
-
-    def rmatmat(block: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros((*query.shape[:-2], S, block.shape[-1]), dtype=query.dtype, device=query.device)
+    def pair(right: torch.Tensor, left: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A @ right and A^T @ left from one pass over the row blocks of A."""
+        right = right.to(query.dtype)
+        images = []
+        transposed = torch.zeros(
+            (*query.shape[:-2], S, left.shape[-1]), dtype=query.dtype, device=query.device
+        )
         for start in range(0, T, chunk):
             index, A = rows(start)
-            out += A.mT @ block[..., index, :].to(query.dtype)
+            images.append(A @ right)
+            transposed += A.mT @ left[..., index, :].to(query.dtype)
+        return torch.cat(images, dim=-2), transposed
+
+    def row_lse() -> torch.Tensor:
+        """The log of each row's softmax normaliser (from a fused call where it is reported)."""
+        if not normalisers:
+            if not causal:
+                lse = _fused_products(query, key, query.new_zeros((*query.shape[:-2], S, 1)), s)[1]
+                if lse is not None:
+                    normalisers.append(lse)
+                    return lse
+            lse_rows = [torch.logsumexp(scores(start), dim=-1) for start in range(0, T, chunk)]
+            normalisers.append(torch.cat(lse_rows, dim=-1))
+        return normalisers[0]
+
+    def matmat(block: torch.Tensor) -> torch.Tensor:
+        if causal:
+            return pair(block, block.new_zeros((*block.shape[:-2], T, 0)))[0]
+        out, lse = _fused_products(query, key, block.to(query.dtype), s)
+        if lse is not None and not normalisers:
+            normalisers.append(lse)
         return out
 
-    return MatrixFreeOperator((*query.shape[:-2], T, S), matmat, rmatmat, query.dtype, query.device)
+    def rmatmat(block: torch.Tensor) -> torch.Tensor:
+        if causal:
+            return pair(block.new_zeros((*block.shape[:-2], S, 0)), block)[1]
+        # A^T U = diag(c) softmax(K Q^T scale - lse^T) U, where c = A^T 1 is the column sums of A:
+        # the normalisers of that transposed softmax, reported by the fused kernel or summed in chunks.
+        out, log_column_sums = _fused_products(key, query, block.to(query.dtype), s, -row_lse())
+        if log_column_sums is None:
+            if len(normalisers) < 2:
+                lse = row_lse().unsqueeze(-1)
+                sums = sum(
+                    torch.exp(scores(i) - lse[..., i : i + chunk, :]).sum(dim=-2) for i in range(0, T, chunk)
+                )
+                normalisers.append(torch.log(torch.as_tensor(sums)))
+            log_column_sums = normalisers[1]
+        return torch.exp(log_column_sums).unsqueeze(-1) * out
+
+    def diagonal() -> torch.Tensor:
+        """A_ii = exp(q_i . k_i scale - lse_i): the eigenvalues of a causal (triangular) head."""
+        lse = row_lse()
+        return torch.exp((query * key).sum(dim=-1) * s - lse)
+
+    return MatrixFreeOperator(
+        (*query.shape[:-2], T, S),
+        matmat,
+        rmatmat,
+        query.dtype,
+        query.device,
+        pair if causal else None,
+        diagonal if causal and T == S else None,
+    )
