@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -91,6 +92,7 @@ def diagnosis_figure(table: pd.DataFrame, title: str = "") -> Figure:
                 stats.index, stats[0.5], "o-", ms=3, label="with the fix" if fix == "fix" else "as built"
             )
             ax.fill_between(stats.index, stats[0.1], stats[0.9], color=line[0].get_color(), alpha=0.2)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("layer" if kind == "head" else "hidden state (0 = embeddings)")
         ax.set_title(label, fontsize=10)
         if column == "gap_ratio":
