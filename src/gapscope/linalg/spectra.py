@@ -2,9 +2,9 @@
 
 Dense routines wrap ``torch.linalg``. The matrix-free routines need only products
 of the operator with blocks of vectors, so a T x T attention matrix never has to
-exist: block Golub-Kahan-Lanczos for the top singular values and block Arnoldi
-with restarts on the outermost invariant subspace for the eigenvalues of largest modulus, both with full
-reorthogonalisation and a residual test for convergence.
+exist: block Golub-Kahan-Lanczos for the top singular values and block Arnoldi for
+the eigenvalues of largest modulus, both with full reorthogonalisation, thick restarts
+and a residual test. Several such processes can share each product (``_drive``).
 """
 
 from __future__ import annotations
@@ -460,7 +460,7 @@ def attention_operator(
     chunk = check_int(chunk, "chunk", minimum=1)
     T, S = query.shape[-2], key.shape[-2]
     s = query.shape[-1] ** -0.5 if scale is None else scale
-    normalisers: list[torch.Tensor] = []
+    normalisers: dict[str, torch.Tensor] = {}  # "lse" of A's rows, "log_column_sums" of A, once known
 
     def scores(start: int) -> torch.Tensor:
         """The masked scores of queries start .. start + chunk."""
@@ -493,22 +493,22 @@ def attention_operator(
 
     def row_lse() -> torch.Tensor:
         """The log of each row's softmax normaliser (from a fused call where it is reported)."""
-        if not normalisers:
+        if "lse" not in normalisers:
             if not causal:
                 lse = _fused_products(query, key, query.new_zeros((*query.shape[:-2], S, 1)), s)[1]
                 if lse is not None:
-                    normalisers.append(lse)
+                    normalisers["lse"] = lse
                     return lse
             lse_rows = [torch.logsumexp(scores(start), dim=-1) for start in range(0, T, chunk)]
-            normalisers.append(torch.cat(lse_rows, dim=-1))
-        return normalisers[0]
+            normalisers["lse"] = torch.cat(lse_rows, dim=-1)
+        return normalisers["lse"]
 
     def matmat(block: torch.Tensor) -> torch.Tensor:
         if causal:
             return pair(block, block.new_zeros((*block.shape[:-2], T, 0)))[0]
         out, lse = _fused_products(query, key, block.to(query.dtype), s)
-        if lse is not None and not normalisers:
-            normalisers.append(lse)
+        if lse is not None:
+            normalisers.setdefault("lse", lse)
         return out
 
     def rmatmat(block: torch.Tensor) -> torch.Tensor:
@@ -518,13 +518,13 @@ def attention_operator(
         # the normalisers of that transposed softmax, reported by the fused kernel or summed in chunks.
         out, log_column_sums = _fused_products(key, query, block.to(query.dtype), s, -row_lse())
         if log_column_sums is None:
-            if len(normalisers) < 2:
+            if "log_column_sums" not in normalisers:
                 lse = row_lse().unsqueeze(-1)
                 sums = sum(
                     torch.exp(scores(i) - lse[..., i : i + chunk, :]).sum(dim=-2) for i in range(0, T, chunk)
                 )
-                normalisers.append(torch.log(torch.as_tensor(sums)))
-            log_column_sums = normalisers[1]
+                normalisers["log_column_sums"] = torch.log(torch.as_tensor(sums))
+            log_column_sums = normalisers["log_column_sums"]
         return torch.exp(log_column_sums).unsqueeze(-1) * out
 
     def diagonal() -> torch.Tensor:
