@@ -69,6 +69,10 @@ def test_shipped_experiments_cover_every_figure():
         "attention_outliers",
         "roberta_width",
         "gpt2_causal",
+        "roberta_inputs",
+        "tinybert_long",
+        "roberta_depth",
+        "causal_fix",
     }
     for experiment in shipped.values():
         assert experiment.view in VIEWS and experiment.measurement in MEASUREMENTS

@@ -164,6 +164,24 @@ def test_diagnose_rows_and_side_by_side_fix():
     assert (heads["abs_lambda1"] - 1).abs().max() < 1e-6  # rows of softmax attention sum to 1
 
 
+def test_diagnose_input_gram_is_the_cosine_of_the_embeddings():
+    from gapscope.hf.diagnose import diagnose
+
+    model = build_model("roberta-base", tiny=True)
+    inputs = inputs_for("roberta-base", batch=1, T=7, generator=3)
+    table = diagnose(model, fixes=("none",), inputs=inputs, grams=(0, 2))
+    with torch.no_grad():
+        hidden = model(**inputs, output_hidden_states=True).hidden_states
+    for layer in (0, 2):
+        gram = table[(table["kind"] == "gram") & (table["layer"] == layer)]
+        assert len(gram) == 7 * 7
+        X = hidden[layer][0].double()
+        direct = (X @ X.T) / torch.outer(X.norm(dim=1), X.norm(dim=1))
+        measured = torch.tensor(gram.pivot(index="i", columns="j", values="cosine").to_numpy())
+        assert torch.allclose(measured, direct, atol=1e-12)
+    assert not (table[table["kind"] == "gram"]["layer"] == 1).any()
+
+
 def test_diagnose_command(tmp_path):
     import json
 

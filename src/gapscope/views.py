@@ -607,9 +607,222 @@ def _verdict_hf_causal(table: pd.DataFrame, experiment: Experiment) -> list[Verd
     ]
 
 
+def _layer1_gap(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per ``keys``: the mean s1/s2 and the largest |lambda_2| over the heads of layer 1."""
+    heads = table[(table["kind"] == "head") & (table["layer"] == 1)]
+    T = heads["T"].astype(float)
+    heads = heads.assign(abs_lambda2=heads["sqrt_T_abs_lambda2"] / np.sqrt(T))
+    return (
+        heads.groupby(keys)
+        .agg(gap_ratio=("gap_ratio", "mean"), abs_lambda2=("abs_lambda2", "max"))
+        .reset_index()
+    )
+
+
+def _cloud_panel(ax: plt.Axes, cloud: pd.DataFrame, title: str) -> None:
+    """Eigenvalues lambda (cloud rows hold sqrt(T) lambda) in the unit disc, the bulk magnified."""
+    T = float(cloud["T"].iloc[0])
+    ax.scatter(cloud["re"] / math.sqrt(T), cloud["im"] / math.sqrt(T), s=5, alpha=0.7)
+    t = np.linspace(0, 2 * math.pi, 300)
+    ax.plot(np.cos(t), np.sin(t), "k:", lw=0.6)
+    ax.set(xlabel="Re lambda", ylabel="Im lambda", title=title, aspect="equal")
+    bulk = cloud[np.hypot(cloud["re"], cloud["im"]) < 0.9 * math.sqrt(T)]
+    zoom = ax.inset_axes((0.04, 0.62, 0.34, 0.34))
+    zoom.scatter(bulk["re"], bulk["im"], s=2, alpha=0.7)
+    zoom.set_title("bulk: sqrt(T) lambda", fontsize=7)
+    zoom.tick_params(labelsize=6)
+
+
+def _gap_verdict(gap: pd.DataFrame, where: str) -> Verdict:
+    worst_ratio, worst_lambda2 = float(gap["gap_ratio"].min()), float(gap["abs_lambda2"].max())
+    return Verdict(
+        f"the gap persists ({where}): layer-1 heads keep lambda_1 = 1 far above the bulk",
+        "mean s1/s2 > 3 and every |lambda_2| < 0.5",
+        f"s1/s2 >= {_fmt(worst_ratio)}, |lambda_2| <= {_fmt(worst_lambda2)}",
+        worst_ratio > 3 and worst_lambda2 < 0.5,
+    )
+
+
+def _plot_hf_inputs(table: pd.DataFrame, experiment: Experiment) -> Figure:
+    sources = sorted(table["source"].unique(), reverse=True)
+    fig, axes = plt.subplots(
+        2, len(sources), figsize=(5.2 * len(sources), 9.5), squeeze=False, layout="constrained"
+    )
+    for column, source in enumerate(sources):
+        rows = table[(table["source"] == source) & (table["seed"] == table["seed"].min())]
+        gram = rows[rows["kind"] == "gram"].pivot(index="i", columns="j", values="cosine")
+        image = axes[0, column].imshow(gram.to_numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
+        axes[0, column].set(title=f"{source}: cosine of input tokens", xlabel="token", ylabel="token")
+        fig.colorbar(image, ax=axes[0, column], fraction=0.046)
+        cloud = rows[(rows["kind"] == "eigenvalue") & (rows["layer"] == 1)]
+        _cloud_panel(axes[1, column], cloud, f"{source}: eigenvalues of layer 1, head 1")
+    return fig
+
+
+def _verdict_hf_inputs(table: pd.DataFrame, experiment: Experiment) -> list[Verdict]:
+    inputs = table[(table["kind"] == "layer") & (table["layer"] == 0)].groupby("source")["cosine"].mean()
+    gap = _layer1_gap(table, ["source", "seed"])
+    out = [
+        _gap_verdict(gap[gap["source"] == source], f"input {source}")
+        for source in sorted(gap["source"].unique())
+    ]
+    if {"text", "random-embeddings"} <= set(inputs.index):
+        text, rand = float(inputs["text"]), float(inputs["random-embeddings"])
+        out.append(
+            Verdict(
+                "real text gives non-orthogonal input; random embeddings bring it closer to I "
+                "(mean cosine of input tokens)",
+                "random < text",
+                f"text {_fmt(text)}, random embeddings {_fmt(rand)}",
+                rand < text,
+            )
+        )
+    return out
+
+
+def _plot_hf_long(table: pd.DataFrame, experiment: Experiment) -> Figure:
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
+    T, d = int(table["T"].max()), int(table["d"].iloc[0])
+    cloud = table[
+        (table["kind"] == "eigenvalue") & (table["T"] == T) & (table["seed"] == table["seed"].min())
+    ]
+    _cloud_panel(a, cloud, f"{table['model'].iloc[0]}, T = {T} (gamma = {T / d:.2g}): layer 1, head 1")
+    layers = _mean_by(table[table["kind"] == "layer"], ["layer", "T"], "sr_minus_one")
+    for layer, grp in layers.groupby("layer"):
+        b.plot(grp["T"], grp["sr_minus_one"], "o-", label="embeddings" if layer == 0 else f"layer {layer}")
+    b.axvline(d, color="gray", ls="--", label=f"T = d = {d} (gamma = 1)")
+    b.set(
+        xscale="log",
+        yscale="log",
+        xlabel="T",
+        ylabel="sr - 1 (mean over runs)",
+        title="rank collapse in width",
+    )
+    b.legend(fontsize=8)
+    return fig
+
+
+def _verdict_hf_long(table: pd.DataFrame, experiment: Experiment) -> list[Verdict]:
+    d = int(table["d"].iloc[0])
+    gap = _layer1_gap(table, ["T", "seed"])
+    layers = _mean_by(
+        table[(table["kind"] == "layer") & (table["layer"] > 0)], ["layer", "T"], "sr_minus_one"
+    )
+    slopes = {int(layer): _slope(grp["T"], grp["sr_minus_one"]) for layer, grp in layers.groupby("layer")}
+    return [
+        _gap_verdict(
+            gap[gap["T"] > d],
+            f"gamma = T/d > 1, T in {sorted(int(t) for t in gap[gap['T'] > d]['T'].unique())}",
+        ),
+        Verdict(
+            "rank collapses in width: sr - 1 falls with T in every layer (log-log slope, mean over runs)",
+            "< 0",
+            ", ".join(f"layer {layer}: {_fmt(v)}" for layer, v in slopes.items()),
+            max(slopes.values()) < 0,
+        ),
+    ]
+
+
+def _plot_hf_depth(table: pd.DataFrame, experiment: Experiment) -> Figure:
+    layers = table[table["kind"] == "layer"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), layout="constrained")
+    for ax, column, label in zip(
+        axes,
+        ["sr_minus_one", "erank", "cosine"],
+        ["sr - 1", "effective rank", "mean cosine similarity"],
+        strict=True,
+    ):
+        for fix, grp in _mean_by(layers, ["fix", "layer"], column).groupby("fix"):
+            ax.plot(grp["layer"], grp[column], "o-", label=f"fix = {fix}")
+        ax.set(xlabel="layer (0 = embeddings)", ylabel=f"{label} (mean over runs)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=8)
+    axes[0].set(yscale="log", title=f"{table['model'].iloc[0]}, T = {int(layers['T'].iloc[0])}")
+    return fig
+
+
+def _verdict_hf_depth(table: pd.DataFrame, experiment: Experiment) -> list[Verdict]:
+    layers = table[table["kind"] == "layer"]
+    sr = _mean_by(layers, ["fix", "layer"], "sr_minus_one").set_index(["fix", "layer"])["sr_minus_one"]
+    last = int(layers["layer"].max())
+    fall = float(sr[("none", last)] / sr[("none", 1)])
+    ratios = [float(sr[("fix", layer)] / sr[("none", layer)]) for layer in range(2, last + 1)]
+    return [
+        Verdict(
+            f"rank collapses in depth without the fix: sr - 1 at layer {last} over layer 1",
+            "< 0.5",
+            _fmt(fall),
+            fall < 0.5,
+        ),
+        Verdict(
+            "the fix mitigates collapse in depth: sr - 1 with the fix over without, layers 2 and up",
+            f">= 1 at every layer and >= 2 at layer {last}",
+            f"min {_fmt(min(ratios))}, layer {last}: {_fmt(ratios[-1])}",
+            min(ratios) >= 1 and ratios[-1] >= 2,
+        ),
+    ]
+
+
+def _plot_hf_causal_fix(table: pd.DataFrame, experiment: Experiment) -> Figure:
+    layers = table[table["kind"] == "layer"]
+    models = sorted(layers["model"].unique())
+    fig, axes = plt.subplots(
+        2, len(models), figsize=(5.5 * len(models), 8.5), squeeze=False, layout="constrained"
+    )
+    for column, model in enumerate(models):
+        rows = layers[layers["model"] == model]
+        T, last = int(rows["T"].max()), int(rows["layer"].max())
+        depth = _mean_by(rows[rows["T"] == T], ["fix", "layer"], "sr")
+        width = _mean_by(rows[rows["layer"] == last], ["fix", "T"], "sr")
+        for fix, grp in depth.groupby("fix"):
+            axes[0, column].plot(grp["layer"], grp["sr"], "o-", ms=3, label=f"fix = {fix}")
+        for fix, grp in width.groupby("fix"):
+            axes[1, column].plot(grp["T"], grp["sr"], "o-", label=f"fix = {fix}")
+        axes[0, column].set(
+            xlabel="layer (0 = embeddings)", ylabel="sr", yscale="log", title=f"{model}, T = {T}"
+        )
+        axes[1, column].set(
+            xlabel="T", ylabel=f"sr at layer {last}", xscale="log", title=f"{model}: last layer"
+        )
+        for ax in axes[:, column]:
+            ax.legend(fontsize=8)
+    return fig
+
+
+def _verdict_hf_causal_fix(table: pd.DataFrame, experiment: Experiment) -> list[Verdict]:
+    layers = table[table["kind"] == "layer"]
+    out = []
+    for model, rows in layers.groupby("model"):
+        last = int(rows["layer"].max())
+        sr = _mean_by(rows[rows["layer"] == last], ["fix", "T"], "sr").set_index(["fix", "T"])["sr"]
+        sizes = sorted(rows["T"].unique())
+        gains = [float(sr[("fix", T)] / sr[("none", T)]) for T in sizes]
+        slope = _slope(pd.Series(sizes), sr.loc["fix"].loc[sizes].reset_index(drop=True))
+        out += [
+            Verdict(
+                f"{model}: the causal fix raises the stable rank of the last layer at every T",
+                "sr(fix) / sr(none) > 1",
+                ", ".join(f"T {int(T)}: {g:.3g}" for T, g in zip(sizes, gains, strict=True)),
+                min(gains) > 1,
+            ),
+            Verdict(
+                f"{model}: the gain is O(1), not the encoder fix's growth like T "
+                "(log-log slope of sr(fix) against T at the last layer; SPEC section 5)",
+                "< 0.5",
+                _fmt(slope),
+                slope < 0.5,
+            ),
+        ]
+    return out
+
+
 VIEWS: dict[str, View] = {
     "hf_width": View(_plot_hf_width, _verdict_hf_width),
     "hf_causal": View(_plot_hf_causal, _verdict_hf_causal),
+    "hf_inputs": View(_plot_hf_inputs, _verdict_hf_inputs),
+    "hf_long": View(_plot_hf_long, _verdict_hf_long),
+    "hf_depth": View(_plot_hf_depth, _verdict_hf_depth),
+    "hf_causal_fix": View(_plot_hf_causal_fix, _verdict_hf_causal_fix),
     "eigenvalue_clouds": View(_plot_eigenvalue_clouds, _verdict_eigenvalue_clouds),
     "noniso_clouds": View(_plot_noniso_clouds, _verdict_noniso_clouds),
     "width_collapse": View(_plot_width_collapse, _verdict_width_collapse),

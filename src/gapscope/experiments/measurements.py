@@ -6,6 +6,7 @@ it measured. Every measurement is deterministic given the cell's ``seed``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -151,21 +152,36 @@ def layer_spectra(cell: dict[str, Any]) -> Rows:
     return rows
 
 
+@functools.lru_cache(maxsize=1)
+def _model_and_text(name: str, model_seed: int, tiny: bool) -> tuple[Any, list[int] | None]:
+    """A model and the token ids of the standard library's docstrings, kept for the next cell.
+
+    Consecutive cells of a sweep mostly share the model; diagnose never changes its weights.
+    """
+    from gapscope.hf.pretrained import model_and_tokenizer, text_tokens
+
+    model, tokenizer = model_and_tokenizer(name, seed=model_seed, tiny=tiny)
+    return model, None if tokenizer is None else text_tokens(tokenizer, "stdlib")
+
+
 def hf_diagnosis(cell: dict[str, Any]) -> Rows:
     """Diagnosis rows of a Hugging Face model for one input (needs the ``hf`` extra).
 
-    ``model`` names a random-init or pretrained model; ``source`` is 'random-tokens',
+    ``model`` names a random-init or pretrained model (``tiny`` shrinks a random-init one
+    for tests, and has no tokenizer); ``source`` is 'random-tokens',
     'random-embeddings' or 'text' (the standard library's docstrings, window ``seed``);
-    ``fix`` is 'none' or 'fix'; ``clouds`` lists layers whose head-0 eigenvalues to keep.
+    ``fix`` is 'none' or 'fix'; ``clouds`` lists layers whose head-0 eigenvalues to keep;
+    ``grams`` lists hidden states (0 = embeddings) whose token cosine matrix to keep, for
+    seed 0 only: a figure shows one realisation, and T^2 rows per seed add up.
     """
     from gapscope.hf.diagnose import diagnose
-    from gapscope.hf.pretrained import model_and_tokenizer, text_tokens
 
     T, seed = int(cell["T"]), int(cell["seed"])
-    model, tokenizer = model_and_tokenizer(cell["model"], seed=int(cell.get("model_seed", 0)))
+    model, ids = _model_and_text(cell["model"], int(cell.get("model_seed", 0)), bool(cell.get("tiny", False)))
     source, inputs = cell.get("source", "random-tokens"), None
     if source == "text":
-        ids = text_tokens(tokenizer, "stdlib")
+        if ids is None:
+            raise ValueError(f"model {cell['model']!r} has no tokenizer, so source = 'text' is unavailable")
         inputs = {"input_ids": torch.tensor([ids[seed * T : (seed + 1) * T]])}
         source = "random-tokens"
     table = diagnose(
@@ -176,8 +192,10 @@ def hf_diagnosis(cell: dict[str, Any]) -> Rows:
         seed=seed,
         inputs=inputs,
         clouds=tuple(cell.get("clouds", ())),
+        grams=tuple(cell.get("grams", ())) if seed == 0 else (),
     )
-    return list(table.drop(columns=["run", "fix", "T"]).to_dict("records"))
+    table = table.drop(columns=["run", "fix", "T"]).assign(d=int(model.config.hidden_size))
+    return list(table.to_dict("records"))
 
 
 MEASUREMENTS: dict[str, Callable[[dict[str, Any]], Rows]] = {

@@ -68,6 +68,13 @@ def _head_rows(gap: SpectralGap) -> list[dict[str, Any]]:
     return rows
 
 
+def _cosine_entries(hidden: torch.Tensor) -> list[dict[str, Any]]:
+    """Cosine similarity of every pair of token representations (rows of ``hidden``)."""
+    unit = torch.nn.functional.normalize(hidden.double(), dim=-1)
+    gram = (unit @ unit.T).tolist()
+    return [{"i": i, "j": j, "cosine": c} for i, row in enumerate(gram) for j, c in enumerate(row)]
+
+
 def diagnose(
     model: Any,
     *,
@@ -78,13 +85,17 @@ def diagnose(
     seed: int = 0,
     inputs: dict[str, torch.Tensor] | None = None,
     clouds: tuple[int, ...] = (),
+    grams: tuple[int, ...] = (),
     matrix_free: bool = False,
 ) -> pd.DataFrame:
     """Diagnose ``model`` (a transformers model or a name of :data:`gapscope.hf.MODEL_NAMES`).
 
     ``inputs`` (one sequence, batch 1) replaces the random ``source`` when given; otherwise
     each run draws a fresh input of ``T`` tokens from ``seed``. For each layer in ``clouds``,
-    the eigenvalues of sqrt(T) A of head 0 come back as ``kind = 'eigenvalue'`` rows.
+    the eigenvalues of sqrt(T) A of head 0 come back as ``kind = 'eigenvalue'`` rows. For
+    each hidden state in ``grams`` (0 = the embeddings that enter layer 1), the cosine
+    similarity of every pair of tokens comes back as ``kind = 'gram'`` rows (i, j, cosine):
+    the input covariance of Mind the Gap's revision Figs 1-2, which is I for isometric input.
     ``matrix_free`` summarises each head from fused-attention products instead of its
     matrix (for long inputs; no eigenvalue clouds then); ``converged`` says whether each
     head's Krylov summary reached its tolerance.
@@ -122,11 +133,10 @@ def diagnose(
                             base | {"kind": "eigenvalue", "layer": layer, "T": tokens} | z for z in cloud
                         ]
                 for layer, hidden in enumerate(out.hidden_states):
-                    rows.append(
-                        base
-                        | {"kind": "layer", "layer": layer, "T": hidden.shape[1]}
-                        | collapse_metrics(hidden[0].double())
-                    )
+                    at = base | {"layer": layer, "T": hidden.shape[1]}
+                    rows.append(at | {"kind": "layer"} | collapse_metrics(hidden[0].double()))
+                    if layer in grams:
+                        rows += [at | {"kind": "gram"} | entry for entry in _cosine_entries(hidden[0])]
     finally:
         model.set_attn_implementation(previous)
     return pd.DataFrame(rows)

@@ -145,4 +145,4 @@ def model_and_tokenizer(name: str, *, seed: int = 0, tiny: bool = False) -> tupl
 def text_tokens(tokenizer: Any, text: str) -> list[int]:
     """Token ids of a text file, or of the standard library's docstrings for ``text = 'stdlib'``."""
     words = stdlib_text() if text == "stdlib" else Path(text).read_text(encoding="utf-8")
-    return list(tokenizer(words, add_special_tokens=False)["input_ids"])
+    return list(tokenizer(words, add_special_tokens=False, verbose=False)["input_ids"])
