@@ -73,6 +73,7 @@ def test_shipped_experiments_cover_every_figure():
         "tinybert_long",
         "roberta_depth",
         "causal_fix",
+        "regime_prediction",
     }
     for experiment in shipped.values():
         assert experiment.view in VIEWS and experiment.measurement in MEASUREMENTS

@@ -210,3 +210,41 @@ def key_query_attention(
     w = torch.randn((2, *X.shape[:-2], d, dk), generator=g, dtype=X.dtype) * std
     q, k = X @ w[0], X @ w[1]
     return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(dk), dim=-1)
+
+
+ATTENTION_KINDS = ("reversible", "generic")
+VALUE_SPECTRA = {"sharpening": (-1.0, 0.0), "smoothing": (0.0, 1.0), "real": (-3.0, 3.0), "gaussian": None}
+
+
+def oversmoothing_instance(
+    n: int, d: int, attention: str, value_spectrum: str, *, generator: Any = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A random (A, B, X_0) of the kinds SPEC section 10 checks the dominance rule on (float64).
+
+    ``attention``: 'reversible' (A = D^-1 K with K = exp(S), S symmetric Gaussian, so the
+    eigenvalues of A are real) or 'generic' (a lognormal Random Markov matrix, complex
+    eigenvalues). ``value_spectrum``: B = V diag(lambda) V^-1 with V Gaussian and lambda
+    uniform in [-1, 0) 'sharpening', (0, 1] 'smoothing' or [-3, 3] 'real'; or 'gaussian',
+    B = G / sqrt(d) with complex eigenvalues (Record Straight, Cor. 3).
+    """
+    n, d = check_int(n, "n", minimum=2), check_int(d, "d", minimum=1)
+    check_choice(attention, "attention", ATTENTION_KINDS)
+    check_choice(value_spectrum, "value_spectrum", tuple(VALUE_SPECTRA))
+    g = as_generator(generator)
+    if attention == "reversible":
+        S = torch.randn((n, n), generator=g, dtype=torch.float64)
+        K = torch.exp((S + S.T) / 2)
+        A = K / K.sum(dim=-1, keepdim=True)
+    else:
+        A = random_markov(n, "lognormal", 1.0, generator=g)
+    bounds = VALUE_SPECTRA[value_spectrum]
+    if bounds is None:
+        B = torch.randn((d, d), generator=g, dtype=torch.float64) / math.sqrt(d)
+    else:
+        low, high = bounds
+        u = torch.rand(d, generator=g, dtype=torch.float64)  # in [0, 1): keep 0 out of the spectrum
+        lam = low + (high - low) * u if value_spectrum == "sharpening" else high - (high - low) * u
+        V = torch.randn((d, d), generator=g, dtype=torch.float64)
+        B = V @ torch.diag(lam) @ torch.linalg.inv(V)
+    X0 = torch.randn((n, d), generator=g, dtype=torch.float64)
+    return A, B, X0

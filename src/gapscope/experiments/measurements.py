@@ -18,13 +18,21 @@ from gapscope.ensembles import (
     isometric_input,
     key_query_attention,
     key_query_std,
+    oversmoothing_instance,
     random_markov,
     unit_gaussian_rows,
 )
 from gapscope.gradients import value_gradient_norms
-from gapscope.linalg import collapse_metrics, eigenvalues, spectral_gap
+from gapscope.linalg import (
+    collapse_metrics,
+    effective_rank,
+    eigenvalues,
+    hfc_lfc_ratio,
+    mean_cosine_similarity,
+    spectral_gap,
+)
 from gapscope.nn import AttentionStack, named_config, paper_stable_rank
-from gapscope.theory import key_query_sigma2, key_query_tau2
+from gapscope.theory import closed_form, key_query_sigma2, key_query_tau2, predict
 
 Rows = list[dict[str, Any]]
 
@@ -198,7 +206,71 @@ def hf_diagnosis(cell: dict[str, Any]) -> Rows:
     return list(table.to_dict("records"))
 
 
+def _iterated_regime(A: Any, B: Any, X0: Any, steps: int) -> dict[str, Any]:
+    """Regime and metrics of X_l read off the exact iterate at l = steps ... steps + 3.
+
+    Rank one (effective rank within 1e-4 of 1) with HFC/LFC below 1e-5 is input
+    convergence, rank one otherwise is rank collapse only; the direction oscillates when
+    HFC/LFC still moves (relative spread > 1e-6) over the four steps.
+    """
+    measured = []
+    for k in range(4):
+        X = torch.from_numpy(closed_form(A, B, X0, steps + k)[0])
+        measured.append((float(hfc_lfc_ratio(X)), float(mean_cosine_similarity(X)), float(effective_rank(X))))
+    hfc, cosine, erank = measured[0]
+    if erank - 1 > 1e-4:
+        regime = "no_rank_collapse"
+    elif hfc < 1e-5:
+        regime = "input_convergence"
+    else:
+        regime = "rank_collapse_only"
+    spread = max(m[0] for m in measured) - min(m[0] for m in measured)
+    oscillates = regime != "input_convergence" and spread > 1e-6 * max(m[0] for m in measured)
+    return {"regime": regime, "oscillates": oscillates, "hfc_lfc": hfc, "cosine": cosine, "erank": erank}
+
+
+def regime_check(cell: dict[str, Any]) -> Rows:
+    """The dominance rule against the iterated update on random instances (Record Straight, Thm 3).
+
+    ``instances`` random (A, B, X_0) of kind ``attention`` x ``value_spectrum`` (see
+    :func:`gapscope.ensembles.oversmoothing_instance`, n tokens x d features), each
+    iterated exactly until the non-dominating terms are 1e-12 of the rest (at most 1e7
+    steps). A row per instance: predicted and measured regime, oscillation and metrics.
+    """
+    n, d = int(cell.get("n", 12)), int(cell.get("d", 6))
+    g = torch.Generator().manual_seed(int(cell["seed"]))
+    rows: Rows = []
+    for instance in range(int(cell.get("instances", 100))):
+        A, B, X0 = (
+            t.numpy()
+            for t in oversmoothing_instance(n, d, cell["attention"], cell["value_spectrum"], generator=g)
+        )
+        prediction = predict(A, B)
+        steps = prediction.dominance.steps_to_converge(1e12)
+        measured = _iterated_regime(A, B, X0, steps)
+        agree = measured["regime"] == prediction.dominance.regime
+        agree = agree and measured["oscillates"] == prediction.dominance.oscillates
+        if prediction.hfc_lfc is not None and prediction.cosine is not None and not measured["oscillates"]:
+            agree = agree and abs(measured["hfc_lfc"] - prediction.hfc_lfc) <= 1e-5 * (1 + prediction.hfc_lfc)
+            agree = agree and abs(measured["cosine"] - prediction.cosine) <= 1e-6
+        rows.append(
+            {
+                "instance": instance,
+                "steps": steps,
+                "predicted_regime": prediction.dominance.regime,
+                "predicted_oscillates": prediction.dominance.oscillates,
+                "predicted_hfc_lfc": prediction.hfc_lfc,
+                "predicted_cosine": prediction.cosine,
+                "growth": prediction.dominance.growth,
+                "agree": bool(agree),
+            }
+            | {f"measured_{key}": value for key, value in measured.items()}
+        )
+    return rows
+
+
 MEASUREMENTS: dict[str, Callable[[dict[str, Any]], Rows]] = {
+    "regime_check": regime_check,
     "hf_diagnosis": hf_diagnosis,
     "propagation": propagation,
     "gradients": gradients,

@@ -1,4 +1,4 @@
-"""Closed forms and limit laws of Mind the Gap (numpy/scipy; torch is not imported)."""
+"""Closed forms and limit laws of Mind the Gap and Record Straight (numpy/scipy; torch is not imported)."""
 
 from gapscope.theory.laws import (
     FreeMPProduct,
@@ -10,6 +10,16 @@ from gapscope.theory.laws import (
     quarter_circle_cdf,
     quarter_circle_moment,
     quarter_circle_pdf,
+)
+from gapscope.theory.oversmoothing import (
+    REGIMES,
+    Dominance,
+    OversmoothingPrediction,
+    closed_form,
+    dominance,
+    iterate,
+    predict,
+    update_eigenvalues,
 )
 from gapscope.theory.predictions import (
     covariance_bulk,
@@ -30,6 +40,14 @@ from gapscope.theory.predictions import (
 )
 
 __all__ = [
+    "REGIMES",
+    "Dominance",
+    "OversmoothingPrediction",
+    "closed_form",
+    "dominance",
+    "iterate",
+    "predict",
+    "update_eigenvalues",
     "FreeMPProduct",
     "MarchenkoPastur",
     "circular_law_density",
