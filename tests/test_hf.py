@@ -241,3 +241,52 @@ def test_matrix_free_diagnosis_agrees_with_the_dense_one():
         assert free[column].to_numpy() == pytest.approx(reference[column].to_numpy(), rel=1e-4)
     with pytest.raises(ValueError, match="clouds need the attention matrices"):
         diagnose(model, T=48, matrix_free=True, clouds=(1,))
+
+
+@pytest.mark.parametrize("name, heads", [("bert-base", 1), ("llama-small", 1), ("vit-base", 4)])
+def test_reparameterised_values_drop_into_hf_models(name, heads):
+    from gapscope.nn import reparameterise_values
+
+    overrides = {"num_attention_heads": heads}
+    if name == "llama-small":
+        overrides["num_key_value_heads"] = heads
+    model = build_model(name, tiny=True, attn_implementation="eager", **overrides)
+    owners = reparameterise_values(model, "sharpening", generator=0)
+    assert len(owners) == model.config.num_hidden_layers
+    names = {n for n, _ in model.named_parameters()}
+    assert sum(n.endswith("value_reparameterisation.V") for n in names) == len(owners)
+    inputs = inputs_for(name, batch=1, T=7)
+    owner = owners[0]
+    value, output = (m for m in model.modules() if getattr(m, "_owner", (None,))[0] is owner)
+    seen = {}
+    hooks = [
+        value.register_forward_hook(lambda m, args, out: seen.update(x=args[0])),
+        output.register_forward_hook(lambda m, args, out: seen.update(out=out)),
+    ]
+    model.set_attn_implementation("eager")
+    result = model(**inputs, output_attentions=True)
+    for hook in hooks:
+        hook.remove()
+    out = result.last_hidden_state
+    if heads == 1:  # one head: the attention sublayer is exactly A X B plus the biases carried through
+        x, A = seen["x"][0].double(), result.attentions[0][0, 0].double()
+        W_proj = owner.factors()[1].double()
+        bias = torch.zeros(x.shape[-1], dtype=torch.float64)
+        if value.bias is not None:
+            bias = bias + value.bias.double() @ W_proj
+        if output.bias is not None:
+            bias = bias + output.bias.double()
+        assert torch.allclose(seen["out"][0].double(), A @ x @ owner.matrix().double() + bias, atol=1e-5)
+    out.sum().backward()
+    assert all(o.V.grad is not None and o.psi.grad is not None for o in owners)
+
+
+def test_reparameterised_values_refuse_what_they_cannot_express():
+    from gapscope.nn import reparameterise_values
+
+    with pytest.raises(ValueError, match="grouped-query attention"):
+        reparameterise_values(build_model("llama-small", tiny=True), "smoothing")
+    with pytest.raises(ValueError, match="c_attn are not supported"):
+        reparameterise_values(build_model("gpt2", tiny=True), "smoothing")
+    with pytest.raises(ValueError, match="mode"):
+        reparameterise_values(build_model("bert-base", tiny=True), "sharp")

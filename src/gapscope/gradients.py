@@ -220,6 +220,11 @@ def value_gradient_norms(
     x0 = check_tensor(x0, "x0")
     if x0.ndim != 2:
         raise ValueError(f"x0 must be a single input of shape (T, d), got {tuple(x0.shape)}")
+    if model.config.value_mode != "plain":
+        raise ValueError(
+            f"model has value_mode={model.config.value_mode!r}; gradient norms with respect to W_V are "
+            "defined for plain value projections (value_mode='plain')"
+        )
     depth = model.config.depth
     layers = list(range(1, depth + 1)) if layers is None else [int(layer) for layer in layers]
     for layer in layers:

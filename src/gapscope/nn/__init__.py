@@ -1,11 +1,14 @@
-"""torch modules: the attention layer with independent kind and gap treatment, and the
-attention-only stack of Mind the Gap with its named configurations."""
+"""torch modules: the attention layer with independent kind and gap treatment, the
+attention-only stack of Mind the Gap with its named configurations, and the
+reparameterised value projections of Record Straight."""
 
 from gapscope.nn.attention import ATTENTION_KINDS, Attention, gap_free_sdpa, subtract_value_mean
+from gapscope.nn.reparam import MODES, ReparameterisedFactor, ReparameterisedValue, reparameterise_values
 from gapscope.nn.stack import (
     CONFIG_NAMES,
     SKIPS,
     VALUE_INITS,
+    VALUE_MODES,
     AttentionStack,
     Block,
     StackConfig,
@@ -14,6 +17,11 @@ from gapscope.nn.stack import (
 )
 
 __all__ = [
+    "MODES",
+    "VALUE_MODES",
+    "ReparameterisedFactor",
+    "ReparameterisedValue",
+    "reparameterise_values",
     "ATTENTION_KINDS",
     "CONFIG_NAMES",
     "SKIPS",

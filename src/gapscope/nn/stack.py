@@ -21,9 +21,11 @@ from torch import nn
 
 from gapscope._checks import as_generator, check_choice, check_int, check_positive
 from gapscope.nn.attention import Attention
+from gapscope.nn.reparam import MODES, ReparameterisedFactor, ReparameterisedValue
 
 SKIPS = ("none", "standard", "upscaled")
 VALUE_INITS = ("gaussian", "orthogonal", "scaled_identity")
+VALUE_MODES = ("plain", *MODES)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -32,7 +34,10 @@ class StackConfig:
     """Everything that defines an attention-only stack; plain data, so it can be stored.
 
     ``value_init``: 'gaussian' (N(0, sigma_v2), the paper's sigma_W = 1), 'orthogonal',
-    or 'scaled_identity' (sqrt(T) I, as in the paper's Fig. 7 notebook).
+    or 'scaled_identity' (sqrt(T) I, as in the paper's Fig. 7 notebook). ``value_mode``
+    'sharpening' or 'smoothing' replaces the value and output projections by the
+    reparameterised B = V diag(clip psi) V^-1 of Record Straight (``value_init`` is then
+    unused).
     """
 
     T: int
@@ -52,6 +57,7 @@ class StackConfig:
     skip: str = "none"
     value_init: str = "gaussian"
     sigma_v2: float = 1.0
+    value_mode: str = "plain"
     mlp: bool = False
     paper_quirks: bool = False
     dtype: str = "float64"
@@ -62,6 +68,7 @@ class StackConfig:
         check_int(self.depth, "depth", minimum=1)
         check_choice(self.skip, "skip", SKIPS)
         check_choice(self.value_init, "value_init", VALUE_INITS)
+        check_choice(self.value_mode, "value_mode", VALUE_MODES)
         check_choice(self.dtype, "dtype", tuple(DTYPES))
         check_positive(self.sigma_v2, "sigma_v2")
 
@@ -97,20 +104,18 @@ class Block(nn.Module):
             dtype=dtype,
             generator=generator,
         )
-        self.value = nn.Linear(c.d, c.d, bias=False, dtype=dtype)
-        with torch.no_grad():
-            if c.value_init == "gaussian":
-                w = torch.randn((c.d, c.d), generator=generator, dtype=dtype) * math.sqrt(c.sigma_v2)
-            elif c.value_init == "orthogonal":
-                gauss = torch.randn((c.d, c.d), generator=generator, dtype=dtype)
-                q, r = torch.linalg.qr(gauss)
-                w = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
-            else:
-                w = math.sqrt(c.T) * torch.eye(c.d, dtype=dtype)
-            self.value.weight.copy_(w)
-        self.output = nn.Linear(c.d, c.d, bias=False, dtype=dtype)
-        with torch.no_grad():
-            self.output.weight.copy_(torch.eye(c.d, dtype=dtype))
+        self.value: nn.Linear | ReparameterisedFactor
+        self.output: nn.Linear | ReparameterisedFactor
+        if c.value_mode != "plain":
+            self.reparameterised = ReparameterisedValue(c.d, c.value_mode, generator=generator, dtype=dtype)
+            self.value = ReparameterisedFactor(self.reparameterised, "value")
+            self.output = ReparameterisedFactor(self.reparameterised, "projection")
+        else:
+            self.value = nn.Linear(c.d, c.d, bias=False, dtype=dtype)
+            self.output = nn.Linear(c.d, c.d, bias=False, dtype=dtype)
+            with torch.no_grad():
+                self.value.weight.copy_(self._value_init(generator))
+                self.output.weight.copy_(torch.eye(c.d, dtype=dtype))
         self.norm = nn.LayerNorm(c.d, dtype=dtype) if c.layer_norm else None
         self.mlp = None
         if c.mlp:
@@ -118,6 +123,15 @@ class Block(nn.Module):
                 nn.Linear(c.d, 4 * c.d, dtype=dtype), nn.GELU(), nn.Linear(4 * c.d, c.d, dtype=dtype)
             )
             self.mlp_norm = nn.LayerNorm(c.d, dtype=dtype) if c.layer_norm else None
+
+    def _value_init(self, generator: torch.Generator) -> torch.Tensor:
+        c, dtype = self.config, self.config.torch_dtype
+        if c.value_init == "gaussian":
+            return torch.randn((c.d, c.d), generator=generator, dtype=dtype) * math.sqrt(c.sigma_v2)
+        if c.value_init == "orthogonal":
+            q, r = torch.linalg.qr(torch.randn((c.d, c.d), generator=generator, dtype=dtype))
+            return q * torch.sign(torch.diagonal(r)).unsqueeze(0)
+        return math.sqrt(c.T) * torch.eye(c.d, dtype=dtype)
 
     @property
     def branch_scale(self) -> float:
