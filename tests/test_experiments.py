@@ -74,6 +74,7 @@ def test_shipped_experiments_cover_every_figure():
         "roberta_depth",
         "causal_fix",
         "regime_prediction",
+        "ln_sign",
     }
     for experiment in shipped.values():
         assert experiment.view in VIEWS and experiment.measurement in MEASUREMENTS

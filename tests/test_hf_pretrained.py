@@ -7,8 +7,9 @@ import torch
 
 pytest.importorskip("transformers")
 
+from gapscope.datasets import stdlib_text  # noqa: E402
 from gapscope.hf import CAPTURE, build_model, recording  # noqa: E402
-from gapscope.hf.pretrained import gpt2_tokenizer, load_pretrained, stdlib_text  # noqa: E402
+from gapscope.hf.pretrained import gpt2_tokenizer, load_pretrained  # noqa: E402
 from gapscope.linalg import eigenvalues  # noqa: E402
 
 needs = {

@@ -541,6 +541,84 @@ def _verdict_regime_prediction(table: pd.DataFrame, experiment: Experiment) -> l
     ]
 
 
+# --- oversmoothing: the sign of LayerNorm weights (Record Straight, Fig. 3) -------------------
+
+
+def _ln_sign_medians(table: pd.DataFrame) -> pd.DataFrame:
+    return table.groupby(["norm", "mode", "ln_sign", "step"])["hfc_lfc"].median().reset_index()
+
+
+def _plot_ln_sign(table: pd.DataFrame, experiment: Experiment) -> Figure:
+    medians = _ln_sign_medians(table)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), layout="constrained", sharey=True, sharex=True)
+    for row, norm in enumerate(["pre", "post"]):
+        for column, mode in enumerate(["smoothing", "sharpening"]):
+            ax = axes[row, column]
+            for sign, grp in medians[(medians["norm"] == norm) & (medians["mode"] == mode)].groupby(
+                "ln_sign"
+            ):
+                ax.plot(
+                    grp["step"],
+                    grp["hfc_lfc"],
+                    ls="-" if sign == "positive" else "--",
+                    label=f"LN weights {sign}",
+                )
+            ax.set(yscale="log", title=f"{norm}-LN, {mode} layer")
+            ax.legend(fontsize=8)
+        axes[row, 0].set_ylabel("HFC/LFC (median over draws)")
+    for ax in axes[1]:
+        ax.set_xlabel("iteration")
+    return fig
+
+
+def _verdict_ln_sign(table: pd.DataFrame, experiment: Experiment) -> list[Verdict]:
+    medians = _ln_sign_medians(table)
+    start = float(medians[medians["step"] == 0]["hfc_lfc"].iloc[0])
+    final = medians[medians["step"] == medians["step"].max()].set_index(["norm", "mode", "ln_sign"])[
+        "hfc_lfc"
+    ]
+
+    def at(norm: str, mode: str, sign: str) -> float:
+        return float(final[(norm, mode, sign)])
+
+    pre = {
+        (mode, sign): at("pre", mode, sign)
+        for mode in ("smoothing", "sharpening")
+        for sign in ("positive", "negative")
+    }
+    post_equal = all(
+        math.isclose(at("post", mode, "positive"), at("post", mode, "negative"), rel_tol=1e-6, abs_tol=1e-12)
+        for mode in ("smoothing", "sharpening")
+    )
+    shown = ", ".join(f"{m} {s}: {_fmt(v)}" for (m, s), v in pre.items())
+    return [
+        Verdict(
+            f"pre-LN with positive weights filters as the spectrum says: the smoothing layer lowers "
+            f"HFC/LFC (from {_fmt(start)}) and the sharpening layer raises it",
+            "smoothing < start / 10, sharpening > start",
+            shown,
+            pre[("smoothing", "positive")] < start / 10 and pre[("sharpening", "positive")] > start,
+        ),
+        Verdict(
+            "pre-LN with negative weights reverses the filtering: the smoothing layer sharpens, "
+            "the sharpening layer smooths",
+            "smoothing > start, sharpening < start / 10",
+            shown,
+            pre[("smoothing", "negative")] > start and pre[("sharpening", "negative")] < start / 10,
+        ),
+        Verdict(
+            "post-LN is blind to the sign: the same HFC/LFC with positive and negative weights, "
+            "and the smoothing layer converges to a constant token (HFC/LFC -> 0)",
+            "equal to 1e-6; smoothing < 1e-10",
+            ", ".join(
+                f"{m}: {_fmt(at('post', m, 'positive'))} / {_fmt(at('post', m, 'negative'))}"
+                for m in ("smoothing", "sharpening")
+            ),
+            post_equal and max(at("post", "smoothing", s) for s in ("positive", "negative")) < 1e-10,
+        ),
+    ]
+
+
 # --- real architectures (revision Figs 4 and 5) -----------------------------------------------
 
 
@@ -859,6 +937,7 @@ def _verdict_hf_causal_fix(table: pd.DataFrame, experiment: Experiment) -> list[
 
 
 VIEWS: dict[str, View] = {
+    "ln_sign": View(_plot_ln_sign, _verdict_ln_sign),
     "regime_prediction": View(_plot_regime_prediction, _verdict_regime_prediction),
     "hf_width": View(_plot_hf_width, _verdict_hf_width),
     "hf_causal": View(_plot_hf_causal, _verdict_hf_causal),

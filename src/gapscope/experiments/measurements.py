@@ -32,6 +32,7 @@ from gapscope.linalg import (
     spectral_gap,
 )
 from gapscope.nn import AttentionStack, named_config, paper_stable_rank
+from gapscope.nn.residual import ResidualAttentionUpdate
 from gapscope.theory import closed_form, key_query_sigma2, key_query_tau2, predict
 
 Rows = list[dict[str, Any]]
@@ -269,7 +270,34 @@ def regime_check(cell: dict[str, Any]) -> Rows:
     return rows
 
 
+def ln_sign(cell: dict[str, Any]) -> Rows:
+    """HFC/LFC of an image iterated through one residual attention layer (Record Straight, Fig. 3).
+
+    The image is :func:`gapscope.datasets.image_rows` (64 rows of 64 standardised grey
+    levels). The layer (:class:`gapscope.nn.residual.ResidualAttentionUpdate`) has ``norm``
+    'pre' or 'post', LayerNorm weights of sign ``ln_sign`` and a value projection in
+    ``mode`` 'smoothing' or 'sharpening' whose |eigenvalues| are uniform in [0.05, 1]; it
+    is applied ``steps`` times (default 128) with the same weights.
+    """
+    from gapscope.datasets import image_rows
+
+    X = image_rows()
+    g = torch.Generator().manual_seed(int(cell["seed"]))
+    layer = ResidualAttentionUpdate(
+        X.shape[1], cell["mode"], norm=cell["norm"], ln_sign=cell["ln_sign"], generator=g
+    )
+    sign = 1.0 if cell["mode"] == "smoothing" else -1.0
+    with torch.no_grad():
+        layer.value.psi.copy_(sign * (0.05 + 0.95 * torch.rand(X.shape[1], generator=g, dtype=X.dtype)))
+        rows = [{"step": 0, "hfc_lfc": float(hfc_lfc_ratio(X))}]
+        for step in range(1, int(cell.get("steps", 128)) + 1):
+            X = layer(X)
+            rows.append({"step": step, "hfc_lfc": float(hfc_lfc_ratio(X))})
+    return rows
+
+
 MEASUREMENTS: dict[str, Callable[[dict[str, Any]], Rows]] = {
+    "ln_sign": ln_sign,
     "regime_check": regime_check,
     "hf_diagnosis": hf_diagnosis,
     "propagation": propagation,

@@ -19,6 +19,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from gapscope.datasets import stdlib_text
 from gapscope.hf._require import require_transformers
 
 PRETRAINED = {
@@ -84,39 +85,6 @@ def gpt2_tokenizer() -> Any:
     return PreTrainedTokenizerFast(
         tokenizer_object=bpe, bos_token=special, eos_token=special, unk_token=special
     )
-
-
-def stdlib_text(min_characters: int = 200_000) -> str:
-    """Real English prose available offline on every machine: docstrings of the standard library."""
-    import inspect
-    import sys
-    import warnings
-
-    parts: list[str] = []
-    total = 0
-    names = sorted(name for name in sys.stdlib_module_names if not name.startswith("_"))
-    for name in names:
-        if importlib.util.find_spec(name) is None or name in {
-            "antigravity",
-            "this",
-            "idlelib",
-            "tkinter",
-            "turtle",
-        }:
-            continue
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # deprecated modules still have docstrings
-                module = importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - some platform modules refuse to import; skip them
-            continue
-        doc = inspect.getdoc(module)
-        if doc:
-            parts.append(doc)
-            total += len(doc)
-        if total >= min_characters:
-            break
-    return "\n\n".join(parts)
 
 
 def model_and_tokenizer(name: str, *, seed: int = 0, tiny: bool = False) -> tuple[Any, Any]:
