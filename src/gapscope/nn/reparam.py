@@ -85,7 +85,7 @@ class ReparameterisedFactor(nn.Module):
         return nn.functional.linear(x, self.weight.to(x.dtype), self.bias)
 
 
-def _projection_pairs(model: nn.Module) -> list[tuple[nn.Module, nn.Module, str, nn.Module, str]]:
+def projection_pairs(model: nn.Module) -> list[tuple[nn.Module, nn.Module, str, nn.Module, str]]:
     """(attention module, value parent, value name, output parent, output name) for each layer."""
     pairs: list[tuple[nn.Module, nn.Module, str, nn.Module, str]] = []
     for module in model.modules():
@@ -117,7 +117,7 @@ def reparameterise_values(
     """
     check_choice(mode, "mode", tuple(MODES))
     g = as_generator(generator)
-    pairs = _projection_pairs(model)
+    pairs = projection_pairs(model)
     if not pairs:
         raise ValueError(
             f"{type(model).__name__} has no attention with separate square value and output "
