@@ -76,6 +76,7 @@ def test_shipped_experiments_cover_every_figure():
         "regime_prediction",
         "ln_sign",
         "pretrained_smoothing",
+        "trained_smoothing",
     }
     for experiment in shipped.values():
         assert experiment.view in VIEWS and experiment.measurement in MEASUREMENTS

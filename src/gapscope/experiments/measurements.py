@@ -318,7 +318,34 @@ def pretrained_smoothing(cell: dict[str, Any]) -> Rows:
     return rows
 
 
+def train_smoothing(cell: dict[str, Any]) -> Rows:
+    """Train a small model with a plain, sharpening or smoothing value projection (Record Straight, Fig. 2).
+
+    ``task`` 'digits' (ViT on scikit-learn's digits) or 'chars' (character-level Llama on
+    the standard library's docstrings), ``value`` 'plain' | 'sharpening' | 'smoothing',
+    ``steps`` of AdamW; see :func:`gapscope.hf.training.train_small`. Rows: the smoothing
+    measures per hidden state ('depth'), the training loss every 10 steps ('loss') and
+    the held-out score ('score').
+    """
+    from gapscope.hf.training import train_small
+
+    options = {
+        key: int(cell[key]) for key in ("steps", "width", "depth", "heads", "batch", "context") if key in cell
+    }
+    result = train_small(cell["task"], cell["value"], seed=int(cell["seed"]), **options)
+    rows: Rows = [{"kind": "depth"} | row for row in result.depth.to_dict("records")]
+    rows += [
+        {"kind": "loss", "step": step, "loss": loss}
+        for step, loss in enumerate(result.losses)
+        if step % 10 == 0
+    ]
+    rows.append({"kind": "loss", "step": len(result.losses) - 1, "loss": result.losses[-1]})
+    rows.append({"kind": "score", "score_name": result.score_name, "score": result.score})
+    return rows
+
+
 MEASUREMENTS: dict[str, Callable[[dict[str, Any]], Rows]] = {
+    "train_smoothing": train_smoothing,
     "pretrained_smoothing": pretrained_smoothing,
     "ln_sign": ln_sign,
     "regime_check": regime_check,

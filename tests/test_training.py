@@ -1,0 +1,60 @@
+"""Small-model training with reparameterised values (Record Straight, Fig. 2 in miniature)."""
+
+import importlib.util
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("transformers")
+
+from gapscope.experiments import MEASUREMENTS, shipped_experiments  # noqa: E402
+from gapscope.hf.training import train_small  # noqa: E402
+from gapscope.views import VIEWS  # noqa: E402
+
+has_sklearn = importlib.util.find_spec("sklearn") is not None
+
+
+@pytest.mark.skipif(not has_sklearn, reason="scikit-learn (extra 'data') is not installed")
+def test_digits_training_is_reproducible_and_measured():
+    first = train_small("digits", "sharpening", steps=4, width=16, depth=2, heads=2, batch=8, seed=3)
+    again = train_small("digits", "sharpening", steps=4, width=16, depth=2, heads=2, batch=8, seed=3)
+    assert first.losses == again.losses and first.score == again.score
+    assert 0.0 <= first.score <= 1.0 and first.score_name == "test accuracy"
+    assert list(first.depth["layer"]) == [0, 1, 2]
+    other = train_small("digits", "smoothing", steps=4, width=16, depth=2, heads=2, batch=8, seed=3)
+    assert other.losses != first.losses
+
+
+def test_character_model_trains_through_the_measurement():
+    cell = {"task": "chars", "value": "plain", "seed": 0, "steps": 3, "width": 16, "depth": 1, "heads": 2}
+    rows = pd.DataFrame(MEASUREMENTS["train_smoothing"](cell | {"batch": 4, "context": 16}))
+    assert set(rows["kind"]) == {"depth", "loss", "score"}
+    assert rows[rows["kind"] == "score"]["score_name"].item() == "test loss (nats/char)"
+    with pytest.raises(ValueError, match="unknown task"):
+        train_small("images", steps=1)
+
+
+def _table(sharp_cosine):
+    rows = []
+    for task in ("digits", "chars"):
+        for value, cosine in (("plain", 0.5), ("sharpening", sharp_cosine), ("smoothing", 0.8)):
+            rows.append(
+                {"kind": "depth", "task": task, "value": value, "seed": 0, "layer": 2}
+                | {
+                    "hfc_lfc": 1.0 if value == "sharpening" else 0.9,
+                    "erank": 5.0 if value == "sharpening" else 4.8,
+                    "cosine": cosine,
+                }
+            )
+            rows += [
+                {"kind": "loss", "task": task, "value": value, "seed": 0, "step": s, "loss": 2.0 / (1 + s)}
+                for s in (0, 9)
+            ]
+    return pd.DataFrame(rows)
+
+
+def test_trained_smoothing_verdicts_can_fail():
+    spec = shipped_experiments()["trained_smoothing"]
+    judge = VIEWS["trained_smoothing"].verdicts
+    assert [v.passed for v in judge(_table(0.7), spec)] == [True, True, True]
+    assert [v.passed for v in judge(_table(0.9), spec)] == [True, False, True]
