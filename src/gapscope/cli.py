@@ -20,6 +20,7 @@ from gapscope.theory import scaled_second_eigenvalue, scaled_second_singular_val
 
 app = typer.Typer(help="gapscope: spectral analysis of signal propagation in attention layers.")
 console = Console()
+notices = Console(stderr=True)  # messages that must not mix with --json output
 
 
 class Law(str, Enum):
@@ -181,6 +182,11 @@ def _run_experiments(
     timings = {}
     try:
         for experiment in experiments:
+            cost = experiment.expected_cost.get(scale.value)
+            if cost:
+                notices.print(
+                    f"{experiment.name} at scale {scale.value}: expected cost {cost}", style="yellow"
+                )
             start = time.perf_counter()
             run_sweep(
                 experiment,
@@ -277,7 +283,7 @@ def reproduce(
     runnable = [shipped[name] for name in names if not shipped[name].missing()]
     for name in names:
         if shipped[name].missing():
-            console.print(f"skipping {name}: {_install_hint(shipped[name].missing())}", style="yellow")
+            notices.print(f"skipping {name}: {_install_hint(shipped[name].missing())}", style="yellow")
     options = _executor_options(executor, scheduler, slurm_partition, slurm_time, slurm_local)
     _run_experiments(runnable, out, scale, workers, as_json, options)
 

@@ -28,6 +28,7 @@ from gapscope.theory import (  # noqa: E402
     resolved_rank_constant,
     width_collapse_constant,
 )
+from gapscope.training import failed, select_learning_rates  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -497,6 +498,138 @@ def _verdict_attention_outliers(table: pd.DataFrame, experiment: Experiment) -> 
             deeper > 1,
         ),
     ]
+
+
+# --- training (Mind the Gap, Figs 6 and 8; SPEC section 9) ------------------------------------
+
+
+def _with_variant(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with a 'variant' label: the configuration, and the key-query init where it varies."""
+    label = table["config"].astype(str)
+    if "qk_init" in table:
+        label = label + np.where(table["qk_init"] == "xavier", " (Xavier)", " (N(0,1))")
+    return table.assign(variant=label)
+
+
+def _training_runs(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per run: initial, final and step-10 loss by variant; and the authors' best lr per variant."""
+    table = _with_variant(table).sort_values("step")
+    groups = table.groupby(["variant", "lr", "seed"])["loss"]
+    runs = pd.DataFrame(
+        {
+            "initial": groups.first(),
+            "final": groups.last(),
+            "at10": groups.apply(lambda x: x.iloc[min(10, len(x) - 1)]),
+        }
+    ).reset_index()
+    return runs, select_learning_rates(runs, ["variant"])
+
+
+def _plot_training(table: pd.DataFrame, experiment: Experiment) -> Figure:
+    runs, best = _training_runs(table)
+    table = _with_variant(table)
+    fig, ax = plt.subplots(figsize=(9, 5.5), layout="constrained")
+    for _, choice in best.iterrows():
+        ok = runs[(runs["variant"] == choice["variant"]) & (runs["lr"] == choice["lr"])]
+        ok = ok[[not failed(i, f) for i, f in zip(ok["initial"], ok["final"], strict=True)]]
+        rows = table[(table["variant"] == choice["variant"]) & (table["lr"] == choice["lr"])]
+        rows = rows[rows["seed"].isin(ok["seed"])]
+        note = "no training" if rows.empty else f"lr {choice['lr']:g}, {int(choice['failed'])} failed"
+        if rows.empty:
+            continue
+        curve = rows.groupby("step")["loss"].mean()
+        ls = "--" if "^⊥" in choice["variant"] else "-"
+        ax.plot(curve.index, curve.values, ls=ls, label=f"{choice['variant']} ({note})")
+    ax.set(
+        yscale="log",
+        xlabel="step",
+        ylabel="training loss (MSE, mean over runs)",
+        title=f"T = d = {int(table['T'].iloc[0])}",
+    )
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def _best_final(best: pd.DataFrame) -> dict[str, float]:
+    return {str(v): float(f) for v, f in zip(best["variant"], best["final"], strict=True)}
+
+
+def _verdict_training_fix(table: pd.DataFrame, experiment: Experiment) -> list[Verdict]:
+    _, best = _training_runs(table)
+    final = _best_final(best)
+    trained = best["final"].notna().all()
+    ratios = {
+        v: final[v.replace("A^⊥", "A").replace("A(X)^⊥", "A(X)")] / f for v, f in final.items() if "^⊥" in v
+    }
+    ratios = {v: final[v] / final[v.replace("^⊥", "")] for v in final if "^⊥" in v}
+    both_sides = min(ratios.values()) < 1 < max(ratios.values())
+    return [
+        Verdict(
+            "every configuration trains, with and without the fix: the authors' rule finds a learning rate "
+            "whose runs do not all fail",
+            "no 'no training'",
+            f"{int(best['final'].notna().sum())} of {len(best)} configurations train",
+            bool(trained),
+        ),
+        Verdict(
+            "the results are inconclusive: the fix lowers the best final loss of some configurations "
+            "and raises it for others, or changes none by more than 2x",
+            "ratios on both sides of 1, or all within [0.5, 2]",
+            ", ".join(f"{v}: {r:.3g}" for v, r in ratios.items()),
+            both_sides or all(0.5 <= r <= 2 for r in ratios.values()),
+        ),
+    ]
+
+
+def _verdict_training_scaling_kq(table: pd.DataFrame, experiment: Experiment) -> list[Verdict]:
+    runs, best = _training_runs(table)
+    chosen = runs.merge(best[["variant", "lr"]], on=["variant", "lr"])
+    drop = (chosen["at10"] / chosen["initial"]).groupby(chosen["variant"]).mean()
+    final = _best_final(best)
+    xavier_fix = "A(X)^⊥ (Xavier)"
+    others = [v for v in drop.index if v != xavier_fix]
+    fix_ratio = final["A(X)^⊥ (N(0,1))"] / final["A(X) (N(0,1))"]
+    xavier_ratio = final["A(X) (Xavier)"] / final["A(X) (N(0,1))"]
+    return [
+        Verdict(
+            "Xavier keys and queries with the fix plateau at the start (A^perp is close to 0): loss "
+            "after 10 steps over the initial loss, at the chosen learning rate",
+            "Xavier + fix >= 0.85; every other variant <= 0.75",
+            ", ".join(f"{v}: {drop[v]:.3g}" for v in drop.index),
+            drop[xavier_fix] >= 0.85 and max(drop[v] for v in others) <= 0.75,
+        ),
+        Verdict(
+            "with N(0,1) keys and queries the fix performs like the original "
+            "(best final loss, fix over original)",
+            "within [0.67, 1.5]",
+            _fmt(fix_ratio),
+            0.67 <= fix_ratio <= 1.5,
+        ),
+        Verdict(
+            "without the fix, Xavier performs like N(0,1) (best final loss, Xavier over N(0,1))",
+            "within [0.67, 1.5]",
+            _fmt(xavier_ratio),
+            0.67 <= xavier_ratio <= 1.5,
+        ),
+    ]
+
+
+def _verdict_training_scaling_skip(table: pd.DataFrame, experiment: Experiment) -> list[Verdict]:
+    _, best = _training_runs(table)
+    final = _best_final(best)
+    out = []
+    for norm in ("", " + LN"):
+        skip, upscaled = final[f"A + skip{norm}"], final[f"A + upscaled skip{norm}"]
+        out.append(
+            Verdict(
+                f"the upscaled skip trains worse than the standard skip, {'with' if norm else 'without'} LN "
+                "(best final loss)",
+                "upscaled > standard",
+                f"upscaled {_fmt(upscaled)}, standard {_fmt(skip)}",
+                upscaled > skip,
+            )
+        )
+    return out
 
 
 # --- oversmoothing: the dominance rule (Record Straight, Thms 2-3) --------------------------
@@ -1076,6 +1209,9 @@ def _verdict_hf_causal_fix(table: pd.DataFrame, experiment: Experiment) -> list[
 
 
 VIEWS: dict[str, View] = {
+    "training_fix": View(_plot_training, _verdict_training_fix),
+    "training_scaling_kq": View(_plot_training, _verdict_training_scaling_kq),
+    "training_scaling_skip": View(_plot_training, _verdict_training_scaling_skip),
     "trained_smoothing": View(_plot_trained_smoothing, _verdict_trained_smoothing),
     "pretrained_smoothing": View(_plot_pretrained_smoothing, _verdict_pretrained_smoothing),
     "ln_sign": View(_plot_ln_sign, _verdict_ln_sign),

@@ -34,10 +34,22 @@ from gapscope.linalg import (
 from gapscope.nn import AttentionStack, named_config, paper_stable_rank
 from gapscope.nn.residual import ResidualAttentionUpdate
 from gapscope.theory import closed_form, key_query_sigma2, key_query_tau2, predict
+from gapscope.training import train_stack
 
 Rows = list[dict[str, Any]]
 
-STACK_KEYS = ("law", "sigma2", "qk_init", "dk", "heads", "causal", "value_init", "sigma_v2", "paper_quirks")
+STACK_KEYS = (
+    "law",
+    "sigma2",
+    "qk_init",
+    "dk",
+    "heads",
+    "causal",
+    "value_init",
+    "sigma_v2",
+    "paper_quirks",
+    "dtype",
+)
 
 
 def _stack(cell: dict[str, Any]) -> tuple[AttentionStack, torch.Tensor]:
@@ -344,7 +356,35 @@ def train_smoothing(cell: dict[str, Any]) -> Rows:
     return rows
 
 
+def train_attention(cell: dict[str, Any]) -> Rows:
+    """Training losses of a named stack on an entrywise target (Mind the Gap, Figs 6 and 8; SPEC section 9).
+
+    ``config`` (the paper's names), ``T``, ``gamma`` (d = T / gamma), ``depth`` (default
+    1), ``lr``, ``seed`` (the model's initialisation), ``target`` (default 'heaviside';
+    see :data:`gapscope.training.TARGETS`), ``n_train`` (50), ``steps`` (50),
+    ``data_seed`` (0) and any stack field (``qk_init`` = 'xavier' for Fig. 8a). float32,
+    as the authors train. A row per step: the full-batch loss before the update.
+    """
+    T, gamma = int(cell["T"]), float(cell.get("gamma", 1.0))
+    overrides = {key: cell[key] for key in STACK_KEYS if key in cell}
+    overrides.setdefault("dtype", "float32")
+    config = named_config(
+        cell["config"], T=T, d=round(T / gamma), depth=int(cell.get("depth", 1)), **overrides
+    )
+    losses = train_stack(
+        config,
+        float(cell["lr"]),
+        target=cell.get("target", "heaviside"),
+        n_train=int(cell.get("n_train", 50)),
+        steps=int(cell.get("steps", 50)),
+        data_seed=int(cell.get("data_seed", 0)),
+        seed=int(cell["seed"]),
+    )
+    return [{"step": step, "loss": loss} for step, loss in enumerate(losses)]
+
+
 MEASUREMENTS: dict[str, Callable[[dict[str, Any]], Rows]] = {
+    "train_attention": train_attention,
     "train_smoothing": train_smoothing,
     "pretrained_smoothing": pretrained_smoothing,
     "ln_sign": ln_sign,

@@ -14,6 +14,8 @@ Experiment files are TOML::
     seed = [0, 1, 2, 3, 4]
     [scales.quick.grid]              # axes replaced at --scale quick
     T = [16, 32]
+    [expected_cost]                  # printed before a sweep at that scale starts
+    paper = "about 2 hours on 2 CPU cores"
 
 Cells are plain dicts; their key is a hash of their sorted JSON, so a stored cell is
 recognised whatever the order of the axes in the file.
@@ -56,6 +58,7 @@ class Experiment:
     scales: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     description: str = ""
     requires: tuple[str, ...] = ()
+    expected_cost: dict[str, str] = field(default_factory=dict)
 
     def missing(self) -> list[str]:
         """Packages this experiment needs that are not installed."""
@@ -86,6 +89,7 @@ class Experiment:
         if missing:
             raise ValueError(f"experiment file is missing {missing}")
         known = {"name", "title", "measurement", "view", "grid", "fixed", "scales", "description", "requires"}
+        known |= {"expected_cost"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(
@@ -101,6 +105,7 @@ class Experiment:
             scales={k: dict(v) for k, v in data.get("scales", {}).items()},
             description=data.get("description", ""),
             requires=tuple(data.get("requires", ())),
+            expected_cost=dict(data.get("expected_cost", {})),
         )
 
     @classmethod
@@ -119,6 +124,7 @@ class Experiment:
             "scales": self.scales,
             "description": self.description,
             "requires": list(self.requires),
+            "expected_cost": self.expected_cost,
         }
 
     def resolved(self, scale: str) -> tuple[dict[str, list[Any]], dict[str, Any]]:

@@ -1,0 +1,77 @@
+"""Training attention-only stacks on the paper's targets, and the authors' learning-rate rule (SPEC 9)."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from gapscope.ensembles import isometric_input
+from gapscope.experiments import MEASUREMENTS, shipped_experiments
+from gapscope.nn import AttentionStack, named_config
+from gapscope.training import LEARNING_RATES, TARGETS, failed, select_learning_rates, train_stack
+from gapscope.views import VIEWS
+
+
+def test_the_grid_and_targets_are_the_authors():
+    assert (
+        len(LEARNING_RATES) == 15
+        and max(LEARNING_RATES) == 0.5
+        and min(LEARNING_RATES) == pytest.approx(1e-5)
+    )
+    x = torch.tensor([-1.0, 0.0, 2.0])
+    assert TARGETS["heaviside"](x).tolist() == [0.0, 0.0, 1.0]  # H(0) = 0
+    assert TARGETS["quartic"](x).tolist() == [-1.0, 1.0, 23.0]
+
+
+def test_training_is_reproducible_learns_and_stops_at_nan():
+    config = named_config("A + skip", T=8, d=8, depth=1, dtype="float32")
+    first = train_stack(config, 0.05, n_train=6, steps=20, seed=1)
+    assert first == train_stack(config, 0.05, n_train=6, steps=20, seed=1)
+    assert len(first) == 20 and first[-1] < first[0]
+    x = isometric_input(8, 8, batch_shape=(6,), dtype=torch.float32, generator=0)
+    expected = torch.nn.functional.mse_loss(
+        AttentionStack(config, generator=1)(x)[-1], TARGETS["heaviside"](x)
+    )
+    assert first[0] == pytest.approx(expected.item(), rel=1e-6)
+    exploded = train_stack(
+        named_config("A", T=8, d=8, depth=1, dtype="float32"), 1e30, target="quartic", steps=30
+    )
+    assert math.isnan(exploded[-1]) and len(exploded) < 30
+
+
+def test_failure_rule_and_learning_rate_choice():
+    assert failed(0.5, 5.0) and failed(1e-3, 0.1) and failed(0.5, math.nan) and not failed(0.5, 4.9)
+    runs = pd.DataFrame(
+        [
+            {"variant": "v", "lr": 0.1, "seed": 0, "initial": 0.5, "final": 0.01},
+            {"variant": "v", "lr": 0.1, "seed": 1, "initial": 0.5, "final": math.nan},  # one failure
+            {"variant": "v", "lr": 0.01, "seed": 0, "initial": 0.5, "final": 0.3},
+            {"variant": "v", "lr": 0.01, "seed": 1, "initial": 0.5, "final": 0.2},
+            {"variant": "w", "lr": 0.1, "seed": 0, "initial": 0.5, "final": 9.0},
+        ]
+    )
+    best = select_learning_rates(runs, ["variant"]).set_index("variant")
+    assert best.loc["v", "lr"] == 0.01 and best.loc["v", "failed"] == 0  # fewer failures beats lower loss
+    assert best.loc["v", "final"] == pytest.approx(0.25)
+    assert best.loc["w", "failed"] == 1 and math.isnan(best.loc["w", "final"])  # "no training"
+
+
+@pytest.mark.parametrize("name", ["training_fix", "training_scaling_kq", "training_scaling_skip"])
+def test_training_views_on_a_tiny_grid(name):
+    spec = shipped_experiments()[name]
+    grid, fixed = spec.resolved("quick")
+    rows = []
+    for config in grid["config"]:
+        for qk_init in grid.get("qk_init", [None]):
+            for lr in (0.1, 0.01):
+                for seed in (0, 1):
+                    cell = fixed | {"config": config, "T": 8, "lr": lr, "seed": seed, "steps": 12}
+                    if qk_init is not None:
+                        cell["qk_init"] = qk_init
+                    rows += [cell | row for row in MEASUREMENTS["train_attention"](cell)]
+    table = pd.DataFrame(rows)
+    view = VIEWS[spec.view]
+    assert view.plot(table, spec).axes
+    verdicts = view.verdicts(table, spec)
+    assert verdicts and all(isinstance(v.passed, bool) for v in verdicts)
