@@ -127,3 +127,28 @@ def as_generator(generator: Any, name: str = "generator") -> torch.Generator:
         return g
     g.manual_seed(check_int(generator, name, minimum=0))
     return g
+
+
+def resolve_device(device: Any, name: str = "device") -> torch.device:
+    """The torch device to compute on: 'cpu', 'cuda', 'cuda:N' or a torch.device.
+
+    A CUDA device on a machine without one falls back to the CPU with a warning that
+    says so, so the same command runs everywhere. Random draws stay on the CPU (seeded
+    generators), so a seed gives the same inputs on every device.
+    """
+    import warnings
+
+    import torch
+
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"{name} must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        warnings.warn(
+            f"{name}={device!r} requested but CUDA is not available here; running on the CPU", stacklevel=2
+        )
+        return torch.device("cpu")
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"{name} must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return resolved

@@ -168,6 +168,9 @@ SchedulerOption = Annotated[
 ]
 SlurmPartitionOption = Annotated[str | None, typer.Option(help="Slurm partition for --executor slurm.")]
 SlurmTimeOption = Annotated[int, typer.Option(help="Slurm time limit per cell, minutes.")]
+DeviceOption = Annotated[
+    str, typer.Option(help="cpu, cuda or cuda:N; without CUDA the command warns and runs on the CPU.")
+]
 SlurmLocalOption = Annotated[
     bool, typer.Option(help="Run the Slurm jobs as local processes (submitit's local executor), for testing.")
 ]
@@ -240,6 +243,7 @@ def run(
     slurm_partition: SlurmPartitionOption = None,
     slurm_time: SlurmTimeOption = 60,
     slurm_local: SlurmLocalOption = False,
+    device: DeviceOption = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Run one experiment file; resume what is already stored; write the report."""
@@ -250,7 +254,9 @@ def run(
     except (ValueError, TypeError, OSError) as err:
         _fail(f"{file}: {err}")
         return
-    options = _executor_options(executor, scheduler, slurm_partition, slurm_time, slurm_local)
+    options = _executor_options(executor, scheduler, slurm_partition, slurm_time, slurm_local) | {
+        "device": device
+    }
     _run_experiments([experiment], out, scale, workers, as_json, options)
 
 
@@ -269,6 +275,7 @@ def reproduce(
     slurm_partition: SlurmPartitionOption = None,
     slurm_time: SlurmTimeOption = 60,
     slurm_local: SlurmLocalOption = False,
+    device: DeviceOption = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Run every shipped experiment (every figure of Mind the Gap at initialisation) and write the report."""
@@ -284,7 +291,9 @@ def reproduce(
     for name in names:
         if shipped[name].missing():
             notices.print(f"skipping {name}: {_install_hint(shipped[name].missing())}", style="yellow")
-    options = _executor_options(executor, scheduler, slurm_partition, slurm_time, slurm_local)
+    options = _executor_options(executor, scheduler, slurm_partition, slurm_time, slurm_local) | {
+        "device": device
+    }
     _run_experiments(runnable, out, scale, workers, as_json, options)
 
 
@@ -349,6 +358,7 @@ def diagnose(
     out: Annotated[
         Path | None, typer.Option(help="Directory for diagnosis.parquet, diagnosis.png and diagnosis.html.")
     ] = None,
+    device: DeviceOption = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Spectral diagnosis of a transformer per layer and head, with and without the fix."""
@@ -372,7 +382,14 @@ def diagnose(
         source = "random-embeddings" if random_embeddings else "random-tokens"
         if text is None:
             table = run_diagnosis(
-                network, source=source, T=T, runs=runs, fixes=fixes, seed=seed, matrix_free=matrix_free
+                network,
+                source=source,
+                T=T,
+                runs=runs,
+                fixes=fixes,
+                seed=seed,
+                matrix_free=matrix_free,
+                device=device,
             )
         else:
             if tokenizer is None:
@@ -392,6 +409,7 @@ def diagnose(
                     seed=seed,
                     inputs={"input_ids": window},
                     matrix_free=matrix_free,
+                    device=device,
                 )
                 tables.append(part.assign(run=run))
             import pandas as pd

@@ -35,8 +35,8 @@ import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from gapscope import __version__
-from gapscope._checks import check_choice, check_int
-from gapscope.experiments.measurements import MEASUREMENTS
+from gapscope._checks import check_choice, check_int, resolve_device
+from gapscope.experiments.measurements import MEASUREMENTS, on_device
 from gapscope.experiments.spec import Experiment, cell_key
 
 
@@ -114,15 +114,16 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def run_cell(measurement: str, cell: dict[str, Any]) -> list[dict[str, Any]]:
-    """Run one cell (in a worker process)."""
-    return MEASUREMENTS[measurement](cell)
+def run_cell(measurement: str, cell: dict[str, Any], device: str = "cpu") -> list[dict[str, Any]]:
+    """Run one cell (in a worker process) on ``device``."""
+    with on_device(device):
+        return MEASUREMENTS[measurement](cell)
 
 
-def run_and_store(root: str, measurement: str, cell: dict[str, Any]) -> int:
+def run_and_store(root: str, measurement: str, cell: dict[str, Any], device: str = "cpu") -> int:
     """Run one cell and write its part into the store at ``root`` (a Slurm job); the number of rows."""
     _worker_init()
-    rows = run_cell(measurement, cell)
+    rows = run_cell(measurement, cell, device)
     ResultStore(root).write_cell(cell, rows)
     return len(rows)
 
@@ -142,16 +143,21 @@ def run_sweep(
     scheduler: str | None = None,
     slurm_cluster: str = "slurm",
     slurm_options: dict[str, Any] | None = None,
+    device: str = "cpu",
 ) -> pd.DataFrame:
     """Run every cell of ``experiment`` at ``scale`` not yet stored under ``out``; return all rows.
 
     ``executor`` is 'local', 'dask' (``scheduler`` address, or a LocalCluster of
     ``workers`` processes) or 'slurm' (submitit; ``slurm_options`` are passed to its
     ``update_parameters``, e.g. ``{"slurm_partition": "gpu", "timeout_min": 60}``).
+    ``device`` ('cpu', 'cuda', 'cuda:N') is where each cell computes; without CUDA the
+    sweep warns once and runs on the CPU. It is not part of a cell's key: a store can be
+    resumed on another device.
     """
     workers = check_int(workers, "workers", minimum=1)
     check_choice(executor, "executor", EXECUTORS)
     check_choice(slurm_cluster, "slurm_cluster", SLURM_CLUSTERS)
+    device = str(resolve_device(device))
     store = ResultStore(out)
     if store.exists() and store.manifest()["experiment"] != experiment.to_dict():
         raise ValueError(
@@ -168,6 +174,7 @@ def run_sweep(
         "seeds": grid.get("seed", []),
         "cells": len(cells),
         "machine": machine(),
+        "device": device,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     store.write_manifest(manifest | {"finished": None})
@@ -175,11 +182,13 @@ def run_sweep(
     with Progress(*columns, disable=not progress, transient=True) as bar:
         task = bar.add_task(experiment.name, total=len(cells), completed=len(cells) - len(todo))
         if executor == "local":
-            finished = _execute(experiment.measurement, todo, workers)
+            finished = _execute(experiment.measurement, todo, workers, device)
         elif executor == "dask":
-            finished = _execute_dask(experiment.measurement, todo, workers, scheduler)
+            finished = _execute_dask(experiment.measurement, todo, workers, scheduler, device)
         else:
-            finished = _execute_slurm(experiment.measurement, todo, store, slurm_cluster, slurm_options or {})
+            finished = _execute_slurm(
+                experiment.measurement, todo, store, slurm_cluster, slurm_options or {}, device
+            )
         for cell, rows in finished:
             if rows is not None:
                 store.write_cell(cell, rows)
@@ -191,16 +200,16 @@ def run_sweep(
 Finished = Iterable[tuple[dict[str, Any], list[dict[str, Any]] | None]]
 
 
-def _execute(measurement: str, cells: list[dict[str, Any]], workers: int) -> Finished:
+def _execute(measurement: str, cells: list[dict[str, Any]], workers: int, device: str) -> Finished:
     """Yield (cell, rows) as cells finish: in this process for one worker, else in a pool."""
     if workers == 1 or len(cells) <= 1:
         for cell in cells:
-            yield cell, run_cell(measurement, cell)
+            yield cell, run_cell(measurement, cell, device)
         return
     context = get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
         pending: dict[Future[list[dict[str, Any]]], dict[str, Any]] = {
-            pool.submit(run_cell, measurement, cell): cell for cell in cells
+            pool.submit(run_cell, measurement, cell, device): cell for cell in cells
         }
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -216,7 +225,7 @@ def _require(module: str, extra: str) -> None:
 
 
 def _execute_dask(
-    measurement: str, cells: list[dict[str, Any]], workers: int, scheduler: str | None
+    measurement: str, cells: list[dict[str, Any]], workers: int, scheduler: str | None, device: str
 ) -> Finished:
     """Yield (cell, rows) as a Dask cluster finishes them."""
     if not cells:
@@ -233,7 +242,9 @@ def _execute_dask(
     try:
         client.run(_worker_init)
         futures = {
-            client.submit(run_cell, measurement, cell, key=f"gapscope-{cell_key(cell)}", pure=False): cell
+            client.submit(
+                run_cell, measurement, cell, device, key=f"gapscope-{cell_key(cell)}", pure=False
+            ): cell
             for cell in cells
         }
         for future in as_completed(futures):
@@ -250,6 +261,7 @@ def _execute_slurm(
     store: ResultStore,
     cluster: str,
     options: dict[str, Any],
+    device: str,
     poll_seconds: float = 1.0,
 ) -> Finished:
     """Submit one job per cell (an array) through submitit and yield each cell when its job is done."""
@@ -262,7 +274,7 @@ def _execute_slurm(
     if options:
         executor.update_parameters(**options)
     with executor.batch():
-        jobs = [executor.submit(run_and_store, str(store.root), measurement, cell) for cell in cells]
+        jobs = [executor.submit(run_and_store, str(store.root), measurement, cell, device) for cell in cells]
     pending = dict(zip(jobs, cells, strict=True))
     while pending:
         for job in [job for job in pending if job.done()]:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 import torch
 
-from gapscope._checks import check_choice, check_int, check_positive
+from gapscope._checks import check_choice, check_int, check_positive, resolve_device
 from gapscope.ensembles import isometric_input
 from gapscope.nn.stack import AttentionStack, StackConfig
 
@@ -44,18 +45,22 @@ def train_stack(
     steps: int = 50,
     data_seed: int = 0,
     seed: int = 0,
+    device: Any = "cpu",
 ) -> list[float]:
     """Training losses of one run, one per step (the loss of the full batch before the update).
 
-    A NaN loss ends the run early, as in the authors' code.
+    A NaN loss ends the run early, as in the authors' code. Data and weights are drawn on
+    the CPU and moved to ``device``.
     """
+    device = resolve_device(device)
     check_choice(target, "target", tuple(TARGETS))
     check_positive(lr, "lr")
     n_train, steps = check_int(n_train, "n_train", minimum=1), check_int(steps, "steps", minimum=1)
     dtype = config.torch_dtype
     x = isometric_input(config.T, config.d, batch_shape=(n_train,), dtype=dtype, generator=data_seed)
+    x = x.to(device)
     y = TARGETS[target](x)
-    model = AttentionStack(config, generator=seed)
+    model = AttentionStack(config, generator=seed).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     losses: list[float] = []
     for _ in range(steps):

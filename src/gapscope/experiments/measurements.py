@@ -6,13 +6,16 @@ it measured. Every measurement is deterministic given the cell's ``seed``.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
+from gapscope._checks import resolve_device
 from gapscope.ensembles import (
     entry_law,
     isometric_input,
@@ -38,6 +41,29 @@ from gapscope.training import train_stack
 
 Rows = list[dict[str, Any]]
 
+DEVICE: contextvars.ContextVar[str] = contextvars.ContextVar("gapscope_device", default="cpu")
+
+
+def current_device() -> torch.device:
+    """The device measurements run on (see :func:`on_device`)."""
+    return torch.device(DEVICE.get())
+
+
+@contextlib.contextmanager
+def on_device(device: Any) -> Iterator[torch.device]:
+    """Run the measurements inside on ``device``: 'cpu', 'cuda' or 'cuda:N' (no CUDA: the CPU, warned).
+
+    Inputs and weights are drawn on the CPU from the cell's seed and then moved, so a seed
+    gives the same inputs on every device. The small theory checks (regime_check, ln_sign)
+    stay on the CPU.
+    """
+    token = DEVICE.set(str(resolve_device(device)))
+    try:
+        yield current_device()
+    finally:
+        DEVICE.reset(token)
+
+
 STACK_KEYS = (
     "law",
     "sigma2",
@@ -62,7 +88,7 @@ def _stack(cell: dict[str, Any]) -> tuple[AttentionStack, torch.Tensor]:
     model = AttentionStack(config, generator=g)
     sample = unit_gaussian_rows if cell.get("input", "isometric") == "gaussian" else isometric_input
     x0 = sample(T, d, dtype=config.torch_dtype, generator=g)
-    return model, x0
+    return model.to(current_device()), x0.to(current_device())
 
 
 def propagation(cell: dict[str, Any]) -> Rows:
@@ -126,6 +152,7 @@ def spectrum(cell: dict[str, Any]) -> Rows:
     """Eigenvalues of sqrt(T) A and the gap summary of one attention matrix (Thm 2, Prop. 1)."""
     T = int(cell["T"])
     A, predicted = sample_attention(cell)
+    A = A.to(current_device())
     gap = spectral_gap(A)
     lam = eigenvalues(A) * math.sqrt(T)
     summary = {
@@ -214,6 +241,7 @@ def hf_diagnosis(cell: dict[str, Any]) -> Rows:
         inputs=inputs,
         clouds=tuple(cell.get("clouds", ())),
         grams=tuple(cell.get("grams", ())) if seed == 0 else (),
+        device=current_device(),
     )
     table = table.drop(columns=["run", "fix", "T"]).assign(d=int(model.config.hidden_size))
     return list(table.to_dict("records"))
@@ -322,8 +350,8 @@ def pretrained_smoothing(cell: dict[str, Any]) -> Rows:
     model, ids = _model_and_text(cell["model"], 0, False)
     if ids is None:
         raise ValueError(f"model {cell['model']!r} has no tokenizer; pretrained_smoothing needs text")
-    window = torch.tensor([ids[seed * T : (seed + 1) * T]])
-    rows = list(smoothing_profile(model, {"input_ids": window}).to_dict("records"))
+    window = torch.tensor([ids[seed * T : (seed + 1) * T]], device=current_device())
+    rows = list(smoothing_profile(model.to(current_device()), {"input_ids": window}).to_dict("records"))
     if seed == 0:
         eigen = value_projection_eigenvalues(model).assign(kind="value_eigenvalue")
         rows += list(eigen.to_dict("records"))
@@ -344,7 +372,9 @@ def train_smoothing(cell: dict[str, Any]) -> Rows:
     options = {
         key: int(cell[key]) for key in ("steps", "width", "depth", "heads", "batch", "context") if key in cell
     }
-    result = train_small(cell["task"], cell["value"], seed=int(cell["seed"]), **options)
+    result = train_small(
+        cell["task"], cell["value"], seed=int(cell["seed"]), device=current_device(), **options
+    )
     rows: Rows = [{"kind": "depth"} | row for row in result.depth.to_dict("records")]
     rows += [
         {"kind": "loss", "step": step, "loss": loss}
@@ -379,6 +409,7 @@ def train_attention(cell: dict[str, Any]) -> Rows:
         steps=int(cell.get("steps", 50)),
         data_seed=int(cell.get("data_seed", 0)),
         seed=int(cell["seed"]),
+        device=current_device(),
     )
     return [{"step": step, "loss": loss} for step, loss in enumerate(losses)]
 

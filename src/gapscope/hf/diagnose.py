@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from gapscope._checks import check_choice, check_int
+from gapscope._checks import check_choice, check_int, resolve_device
 from gapscope.hf.attention import CAPTURE, AttentionRecorder, recording
 from gapscope.hf.models import build_model
 from gapscope.linalg import SpectralGap, collapse_metrics, eigenvalues, spectral_gap
@@ -87,6 +87,7 @@ def diagnose(
     clouds: tuple[int, ...] = (),
     grams: tuple[int, ...] = (),
     matrix_free: bool = False,
+    device: Any = "cpu",
 ) -> pd.DataFrame:
     """Diagnose ``model`` (a transformers model or a name of :data:`gapscope.hf.MODEL_NAMES`).
 
@@ -98,7 +99,8 @@ def diagnose(
     the input covariance of Mind the Gap's revision Figs 1-2, which is I for isometric input.
     ``matrix_free`` summarises each head from fused-attention products instead of its
     matrix (for long inputs; no eigenvalue clouds then); ``converged`` says whether each
-    head's Krylov summary reached its tolerance.
+    head's Krylov summary reached its tolerance. ``device`` ('cpu', 'cuda') is where the
+    model runs; random inputs are drawn on the CPU and moved.
     """
     if matrix_free and clouds:
         raise ValueError("clouds need the attention matrices; pass matrix_free=False to get them")
@@ -109,6 +111,8 @@ def diagnose(
         check_choice(fix, "fixes", FIXES)
     if isinstance(model, str):
         model = build_model(model, seed=seed)
+    device = resolve_device(device)
+    model.to(device)
     previous = model.config._attn_implementation
     model.set_attn_implementation(CAPTURE)
     g = torch.Generator().manual_seed(check_int(seed, "seed", minimum=0))
@@ -116,6 +120,7 @@ def diagnose(
     try:
         for run in range(runs):
             batch = inputs if inputs is not None else _inputs(model, source, T, g)
+            batch = {name: tensor.to(device) for name, tensor in batch.items()}
             for fix in fixes:
                 recorder = AttentionRecorder(fix=fix == "fix", keep="summary" if matrix_free else "matrix")
                 with recording(recorder), torch.no_grad():

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from gapscope._checks import check_choice, check_int
+from gapscope._checks import check_choice, check_int, resolve_device
 from gapscope.hf._require import require_transformers
 from gapscope.linalg import effective_rank, hfc_lfc_ratio, mean_cosine_similarity
 from gapscope.nn.reparam import MODES, reparameterise_values
@@ -113,6 +113,7 @@ def train_small(
     context: int = 64,
     lr: float = 2e-3,
     seed: int = 0,
+    device: Any = "cpu",
 ) -> TrainingResult:
     """Train one small model with AdamW and measure it (Record Straight, Fig. 2 in miniature).
 
@@ -122,18 +123,20 @@ def train_small(
     check_choice(task, "task", TASKS)
     check_choice(value, "value", VALUES)
     steps = check_int(steps, "steps", minimum=1)
-    x_train, y_train, x_test, y_test = _data(task, context)
+    device = resolve_device(device)
+    x_train, y_train, x_test, y_test = (t.to(device) for t in _data(task, context))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(check_int(seed, "seed", minimum=0))
         model = _model(task, width, depth, heads)
         if value != "plain":
             reparameterise_values(model, value, generator=seed)
+        model.to(device)
         optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
         g = torch.Generator().manual_seed(seed)
         losses = []
         model.train()
         for _ in range(steps):
-            pick = torch.randint(0, len(y_train), (batch,), generator=g)
+            pick = torch.randint(0, len(y_train), (batch,), generator=g).to(device)
             loss = _loss(model, task, x_train[pick], y_train[pick])
             optimiser.zero_grad()
             loss.backward()

@@ -1,0 +1,56 @@
+"""--device: CUDA where there is one, the CPU with a warning where there is none, the same numbers."""
+
+import pandas as pd
+import pytest
+import torch
+
+from gapscope._checks import resolve_device
+from gapscope.experiments import MEASUREMENTS, Experiment
+from gapscope.experiments.measurements import on_device
+from gapscope.nn import named_config
+from gapscope.sweep import run_sweep
+from gapscope.training import train_stack
+
+has_cuda = torch.cuda.is_available()
+SMALL = {
+    "name": "small",
+    "measurement": "propagation",
+    "view": "width_collapse",
+    "fixed": {"depth": 2},
+    "grid": {"config": ["A", "A(X)^⊥"], "T": [8, 12], "seed": [0]},
+}
+
+
+def test_devices_are_checked_by_name():
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"):
+        resolve_device("tpu")
+
+
+@pytest.mark.skipif(has_cuda, reason="this machine has CUDA")
+def test_cuda_without_a_gpu_warns_and_runs_on_the_cpu(tmp_path):
+    with pytest.warns(UserWarning, match="CUDA is not available here; running on the CPU"):
+        assert resolve_device("cuda") == torch.device("cpu")
+    experiment = Experiment.from_dict(SMALL)
+    on_cpu = run_sweep(experiment, tmp_path / "cpu", scale="paper", progress=False)
+    with pytest.warns(UserWarning, match="CUDA is not available"):
+        fallback = run_sweep(experiment, tmp_path / "cuda", scale="paper", progress=False, device="cuda")
+    pd.testing.assert_frame_equal(
+        fallback.sort_values(["cell", "layer"]), on_cpu.sort_values(["cell", "layer"])
+    )
+    config = named_config("A + skip", T=8, d=8, depth=1, dtype="float32")
+    with pytest.warns(UserWarning):
+        assert train_stack(config, 0.05, n_train=4, steps=3, device="cuda") == train_stack(
+            config, 0.05, n_train=4, steps=3
+        )
+
+
+@pytest.mark.skipif(not has_cuda, reason="no CUDA device on this machine")
+@pytest.mark.parametrize("measurement", ["propagation", "gradients"])
+def test_cuda_measurements_agree_with_the_cpu(measurement):
+    cell = {"config": "A(X) + skip", "T": 16, "depth": 2, "seed": 0, "method": "exact"}
+    on_cpu = pd.DataFrame(MEASUREMENTS[measurement](cell))
+    with on_device("cuda"):
+        on_gpu = pd.DataFrame(MEASUREMENTS[measurement](cell))
+    numeric = on_cpu.select_dtypes("number").columns
+    pd.testing.assert_frame_equal(on_gpu[numeric], on_cpu[numeric], rtol=1e-8, atol=1e-10)
