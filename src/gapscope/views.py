@@ -528,25 +528,35 @@ def _training_runs(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 def _plot_training(table: pd.DataFrame, experiment: Experiment) -> Figure:
     runs, best = _training_runs(table)
     table = _with_variant(table)
-    fig, ax = plt.subplots(figsize=(9, 5.5), layout="constrained")
+    families = sorted({"key-query" if "A(X)" in v else "Random Markov" for v in best["variant"]})
+    fig, axes = plt.subplots(
+        1, len(families), figsize=(8 * len(families), 5.5), layout="constrained", squeeze=False, sharey=True
+    )
+    bases = sorted({str(v).replace("^⊥", "") for v in best["variant"]})
+    colours = {base: plt.get_cmap("tab20")(i % 20) for i, base in enumerate(bases)}
     for _, choice in best.iterrows():
-        ok = runs[(runs["variant"] == choice["variant"]) & (runs["lr"] == choice["lr"])]
+        variant = str(choice["variant"])
+        ax = axes[0, families.index("key-query" if "A(X)" in variant else "Random Markov")]
+        ok = runs[(runs["variant"] == variant) & (runs["lr"] == choice["lr"])]
         ok = ok[[not failed(i, f) for i, f in zip(ok["initial"], ok["final"], strict=True)]]
-        rows = table[(table["variant"] == choice["variant"]) & (table["lr"] == choice["lr"])]
-        rows = rows[rows["seed"].isin(ok["seed"])]
-        note = "no training" if rows.empty else f"lr {choice['lr']:g}, {int(choice['failed'])} failed"
+        rows = table[
+            (table["variant"] == variant) & (table["lr"] == choice["lr"]) & table["seed"].isin(ok["seed"])
+        ]
         if rows.empty:
+            ax.plot([], [], label=f"{variant}: no training")
             continue
         curve = rows.groupby("step")["loss"].mean()
-        ls = "--" if "^⊥" in choice["variant"] else "-"
-        ax.plot(curve.index, curve.values, ls=ls, label=f"{choice['variant']} ({note})")
-    ax.set(
-        yscale="log",
-        xlabel="step",
-        ylabel="training loss (MSE, mean over runs)",
-        title=f"T = d = {int(table['T'].iloc[0])}",
-    )
-    ax.legend(fontsize=7, ncol=2)
+        style = {"ls": "--" if "^⊥" in variant else "-", "color": colours[variant.replace("^⊥", "")]}
+        ax.plot(
+            curve.index,
+            curve.values,
+            label=f"{variant} (lr {choice['lr']:g}, {int(choice['failed'])} failed)",
+            **style,
+        )
+    for ax, family in zip(axes[0], families, strict=True):
+        ax.set(yscale="log", xlabel="step", title=f"{family} attention, T = d = {int(table['T'].iloc[0])}")
+        ax.legend(fontsize=7)
+    axes[0, 0].set_ylabel("training loss (MSE, mean over runs that did not fail)")
     return fig
 
 
