@@ -23,7 +23,7 @@ import torch
 
 from gapscope._checks import check_choice, check_int, resolve_device
 from gapscope.hf._require import require_transformers
-from gapscope.linalg import effective_rank, hfc_lfc_ratio, mean_cosine_similarity
+from gapscope.hf.smoothing import METRICS
 from gapscope.nn.reparam import MODES, reparameterise_values
 
 TASKS = ("digits", "chars")
@@ -90,14 +90,7 @@ def _depth_metrics(model: Any, task: str, x: torch.Tensor) -> pd.DataFrame:
     rows = []
     for layer, H in enumerate(hidden):
         H = H.double()
-        rows.append(
-            {
-                "layer": layer,
-                "hfc_lfc": float(hfc_lfc_ratio(H).mean()),
-                "erank": float(effective_rank(H).mean()),
-                "cosine": float(mean_cosine_similarity(H).mean()),
-            }
-        )
+        rows.append({"layer": layer} | {name: float(metric(H).mean()) for name, metric in METRICS.items()})
     return pd.DataFrame(rows)
 
 
