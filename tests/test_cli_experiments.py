@@ -58,6 +58,16 @@ def test_reproduce_only_some_figures_passes_its_verdicts(tmp_path):
     assert (tmp_path / "eigenvalue_clouds" / "figure.png").exists()
 
 
+def test_run_takes_shipped_names_like_reproduce(tmp_path):
+    result = runner.invoke(
+        app, ["run", "attention_outliers", "--out", str(tmp_path), "--workers", "1", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert [e["name"] for e in json.loads(result.output)["experiments"]] == ["attention_outliers"]
+    result = runner.invoke(app, ["run", str(tmp_path / "missing.toml"), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "expected a TOML file or one of" in result.output
+
+
 def test_unknown_experiment_and_empty_report_directory(tmp_path):
     result = runner.invoke(app, ["reproduce", "--only", "fig99", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "unknown experiment" in result.output

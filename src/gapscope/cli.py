@@ -232,42 +232,17 @@ def _executor_options(
     return {"executor": executor.value, "scheduler": scheduler}
 
 
-@app.command()
-def run(
-    file: Annotated[Path, typer.Argument(help="Experiment file (TOML).", exists=True, dir_okay=False)],
-    out: Annotated[Path, typer.Option(help="Results directory.")] = Path("out"),
-    scale: Annotated[Scale, typer.Option(help="Grid scale.")] = Scale.quick,
-    workers: Annotated[int, typer.Option(help="Worker processes (local pool or Dask LocalCluster).")] = 2,
-    executor: ExecutorOption = Executor.local,
-    scheduler: SchedulerOption = None,
-    slurm_partition: SlurmPartitionOption = None,
-    slurm_time: SlurmTimeOption = 60,
-    slurm_local: SlurmLocalOption = False,
-    device: DeviceOption = "cpu",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-) -> None:
-    """Run one experiment file; resume what is already stored; write the report."""
-    from gapscope.experiments import Experiment
-
-    try:
-        experiment = Experiment.from_toml(file)
-    except (ValueError, TypeError, OSError) as err:
-        _fail(f"{file}: {err}")
-        return
-    options = _executor_options(executor, scheduler, slurm_partition, slurm_time, slurm_local) | {
-        "device": device
-    }
-    _run_experiments([experiment], out, scale, workers, as_json, options)
-
-
-@app.command()
-def reproduce(
+def sweep(
+    experiments: Annotated[
+        list[str] | None,
+        typer.Argument(help="Experiment files (TOML) or shipped names; none: every shipped experiment."),
+    ] = None,
     only: Annotated[
         list[str] | None, typer.Option(help="Run only these shipped experiments (repeatable).")
     ] = None,
     scale: Annotated[
         Scale, typer.Option(help="quick (minutes on 2 cores) or paper (the authors' sizes).")
-    ] = (Scale.quick),
+    ] = Scale.quick,
     out: Annotated[Path, typer.Option(help="Results directory.")] = Path("out"),
     workers: Annotated[int, typer.Option(help="Worker processes (local pool or Dask LocalCluster).")] = 2,
     executor: ExecutorOption = Executor.local,
@@ -278,23 +253,37 @@ def reproduce(
     device: DeviceOption = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Run every shipped experiment (every figure of Mind the Gap at initialisation) and write the report."""
-    from gapscope.experiments import shipped_experiments
+    """Run experiments (files, shipped names, or all shipped), resume what is stored, write the report."""
+    from gapscope.experiments import Experiment, shipped_experiments
 
     shipped = shipped_experiments()
-    names = list(shipped) if not only else only
-    unknown = [name for name in names if name not in shipped]
-    if unknown:
-        _fail(f"unknown experiment {unknown}; expected some of {sorted(shipped)}")
+    chosen: list[Experiment] = []
+    try:
+        for target in [*(experiments or []), *(only or [])] or list(shipped):
+            if target in shipped:
+                chosen.append(shipped[target])
+            elif target.endswith(".toml") and Path(target).is_file():
+                chosen.append(Experiment.from_toml(target))
+            else:
+                raise ValueError(
+                    f"unknown experiment {target!r}; expected a TOML file or one of {sorted(shipped)}"
+                )
+    except (ValueError, TypeError, OSError) as err:
+        _fail(str(err))
         return
-    runnable = [shipped[name] for name in names if not shipped[name].missing()]
-    for name in names:
-        if shipped[name].missing():
-            notices.print(f"skipping {name}: {_install_hint(shipped[name].missing())}", style="yellow")
+    for experiment in chosen:
+        if experiment.missing():
+            notices.print(
+                f"skipping {experiment.name}: {_install_hint(experiment.missing())}", style="yellow"
+            )
     options = _executor_options(executor, scheduler, slurm_partition, slurm_time, slurm_local) | {
         "device": device
     }
-    _run_experiments(runnable, out, scale, workers, as_json, options)
+    _run_experiments([e for e in chosen if not e.missing()], out, scale, workers, as_json, options)
+
+
+app.command("run")(sweep)
+app.command("reproduce")(sweep)
 
 
 @app.command()
