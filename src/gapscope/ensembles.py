@@ -212,7 +212,7 @@ def key_query_attention(
     return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(dk), dim=-1)
 
 
-ATTENTION_KINDS = ("reversible", "generic")
+INSTANCE_ATTENTIONS = ("reversible", "generic")
 VALUE_SPECTRA = {"sharpening": (-1.0, 0.0), "smoothing": (0.0, 1.0), "real": (-3.0, 3.0), "gaussian": None}
 
 
@@ -228,7 +228,7 @@ def oversmoothing_instance(
     B = G / sqrt(d) with complex eigenvalues (Record Straight, Cor. 3).
     """
     n, d = check_int(n, "n", minimum=2), check_int(d, "d", minimum=1)
-    check_choice(attention, "attention", ATTENTION_KINDS)
+    check_choice(attention, "attention", INSTANCE_ATTENTIONS)
     check_choice(value_spectrum, "value_spectrum", tuple(VALUE_SPECTRA))
     g = as_generator(generator)
     if attention == "reversible":

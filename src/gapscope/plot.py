@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,19 +18,17 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 if TYPE_CHECKING:
     import pandas as pd
 
+from gapscope._io import write_atomically
 from gapscope.linalg import eigenvalues, singular_values  # noqa: E402
 from gapscope.theory import circular_law_radius, quarter_circle_pdf  # noqa: E402
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` to ``path`` through a temporary file, so a killed run leaves no half figure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
 
 
 def spectrum_figure(A: torch.Tensor, sigma2: float, title: str = "") -> Figure:

@@ -2,8 +2,15 @@
 
 A result store is a directory::
 
-    manifest.json          the experiment, scale, package version, seeds, machine, times
-    parts/<cell key>.parquet   the rows of one finished cell
+    manifest.json          the experiment and its content hash, scale, version, seeds, machine, times
+    parts/<cell key>.parquet   the rows of one finished cell (key: the module and the cell's parameters)
+    .lock                  held by the run writing to the store; a second run is refused
+
+A store reads only the parts of its manifest's cells, and refuses a manifest whose
+experiment no longer matches its hash. Running a changed definition into the same
+folder reuses every part whose cell did not change. Every cell runs with one torch
+thread in every executor, so a seed gives the same numbers bit for bit whatever the
+number of workers.
 
 Each part is written to a temporary name and renamed into place, so a part either
 exists whole or not at all: a sweep killed at any moment loses only the cells in
@@ -21,11 +28,13 @@ duplicated. Cells run, with a progress bar and an ETA, on one of three executors
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import platform
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
@@ -36,19 +45,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from gapscope import __version__
 from gapscope._checks import check_choice, check_int, resolve_device
-from gapscope.experiments.measurements import MEASUREMENTS, on_device
+from gapscope._io import write_atomically
+from gapscope._optional import require
+from gapscope.experiments.modules import load
 from gapscope.experiments.spec import Experiment, cell_key
 
-
-def _write_atomically(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+Rows = list[dict[str, Any]]
 
 
 def _column_value(value: Any) -> Any:
     """Grid values as Parquet-friendly scalars (lists and dicts become JSON text)."""
     return json.dumps(value) if isinstance(value, list | dict) else value
+
+
+class StoreError(ValueError):
+    """A result store that does not match what is asked of it (or was edited by hand)."""
 
 
 class ResultStore:
@@ -70,29 +81,58 @@ class ResultStore:
             return set()
         return {p.stem for p in self.parts.glob("*.parquet") if not p.name.startswith(".")}
 
-    def write_cell(self, cell: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-        key = cell_key(cell)
+    def write_cell(self, module: str, cell: dict[str, Any], rows: Rows) -> None:
+        key = cell_key(module, cell)
         params = {name: _column_value(value) for name, value in cell.items()}
         frame = pd.DataFrame([params | row | {"cell": key} for row in rows])
         self.parts.mkdir(parents=True, exist_ok=True)
-        _write_atomically(self.parts / f"{key}.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
+        write_atomically(self.parts / f"{key}.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
 
     def read(self) -> pd.DataFrame:
-        files = sorted(p for p in self.parts.glob("*.parquet") if not p.name.startswith("."))
-        if not files:
-            return pd.DataFrame()
-        return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        """The rows of the cells of the manifest's experiment at its scale (other parts are ignored)."""
+        manifest = self.manifest()
+        experiment = self.experiment()
+        keys = [cell_key(experiment.module, cell) for cell in experiment.cells(manifest["scale"])]
+        files = [self.parts / f"{key}.parquet" for key in keys]
+        frames = [pd.read_parquet(f) for f in files if f.exists()]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
         text = json.dumps(manifest, indent=2, default=str)
-        _write_atomically(self.manifest_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        write_atomically(self.manifest_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     def manifest(self) -> dict[str, Any]:
-        return dict(json.loads(self.manifest_path.read_text(encoding="utf-8")))
+        """The manifest, after checking that its definition still matches its content hash."""
+        try:
+            manifest = dict(json.loads(self.manifest_path.read_text(encoding="utf-8")))
+            definition = manifest["experiment"]
+            recorded = manifest["definition_hash"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise StoreError(
+                f"{self.manifest_path} is not a gapscope manifest ({err}); rerun the experiment"
+            ) from None
+        if Experiment.from_dict(definition, source=str(self.manifest_path)).definition_hash != recorded:
+            raise StoreError(
+                f"{self.manifest_path} was edited: its experiment no longer matches its definition_hash; "
+                "rerun the experiment file into this folder to rebuild it"
+            )
+        return manifest
 
     def experiment(self) -> Experiment:
-        return Experiment.from_dict(self.manifest()["experiment"])
+        return Experiment.from_dict(self.manifest()["experiment"], source=str(self.manifest_path))
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the store for one run: a second run on the same folder is refused while this one lives."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StoreError(
+                    f"another gapscope run is writing to {self.root}; wait for it to finish"
+                ) from None
+            yield
 
 
 def machine() -> dict[str, Any]:
@@ -114,17 +154,27 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def run_cell(measurement: str, cell: dict[str, Any], device: str = "cpu") -> list[dict[str, Any]]:
-    """Run one cell (in a worker process) on ``device``."""
-    with on_device(device):
-        return MEASUREMENTS[measurement](cell)
+def run_cell(module: str, cell: dict[str, Any], device: str = "cpu") -> Rows:
+    """Run one cell of ``module`` on ``device`` with one torch thread, the same in every process.
+
+    The thread count is part of what fixes a cell's numbers: reductions split over
+    threads round differently, so every executor runs cells single-threaded.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return load(module).measure(cell, resolve_device(device))
+    finally:
+        torch.set_num_threads(threads)
 
 
-def run_and_store(root: str, measurement: str, cell: dict[str, Any], device: str = "cpu") -> int:
+def run_and_store(root: str, module: str, cell: dict[str, Any], device: str = "cpu") -> int:
     """Run one cell and write its part into the store at ``root`` (a Slurm job); the number of rows."""
     _worker_init()
-    rows = run_cell(measurement, cell, device)
-    ResultStore(root).write_cell(cell, rows)
+    rows = run_cell(module, cell, device)
+    ResultStore(root).write_cell(module, cell, rows)
     return len(rows)
 
 
@@ -152,64 +202,66 @@ def run_sweep(
     ``update_parameters``, e.g. ``{"slurm_partition": "gpu", "timeout_min": 60}``).
     ``device`` ('cpu', 'cuda', 'cuda:N') is where each cell computes; without CUDA the
     sweep warns once and runs on the CPU. It is not part of a cell's key: a store can be
-    resumed on another device.
+    resumed on another device. A folder that holds an earlier definition of the
+    experiment keeps every cell whose parameters did not change; the others are run.
     """
     workers = check_int(workers, "workers", minimum=1)
     check_choice(executor, "executor", EXECUTORS)
     check_choice(slurm_cluster, "slurm_cluster", SLURM_CLUSTERS)
     device = str(resolve_device(device))
     store = ResultStore(out)
-    if store.exists() and store.manifest()["experiment"] != experiment.to_dict():
-        raise ValueError(
-            f"{store.root} holds results of a different experiment definition; use another --out directory"
-        )
-    cells = experiment.cells(scale)
-    done = store.done_keys()
-    todo = [cell for cell in cells if cell_key(cell) not in done]
-    grid, _ = experiment.resolved(scale)
-    manifest = {
-        "experiment": experiment.to_dict(),
-        "scale": scale,
-        "version": __version__,
-        "seeds": grid.get("seed", []),
-        "cells": len(cells),
-        "machine": machine(),
-        "device": device,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    store.write_manifest(manifest | {"finished": None})
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    with Progress(*columns, disable=not progress, transient=True) as bar:
-        task = bar.add_task(experiment.name, total=len(cells), completed=len(cells) - len(todo))
-        if executor == "local":
-            finished = _execute(experiment.measurement, todo, workers, device)
-        elif executor == "dask":
-            finished = _execute_dask(experiment.measurement, todo, workers, scheduler, device)
-        else:
-            finished = _execute_slurm(
-                experiment.measurement, todo, store, slurm_cluster, slurm_options or {}, device
-            )
-        for cell, rows in finished:
-            if rows is not None:
-                store.write_cell(cell, rows)
-            bar.advance(task)
-    store.write_manifest(manifest | {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    with store.lock():
+        if store.exists():
+            store.manifest()  # refuses a manifest edited by hand
+        cells = experiment.cells(scale)
+        done = store.done_keys()
+        todo = [cell for cell in cells if cell_key(experiment.module, cell) not in done]
+        grid, _ = experiment.resolved(scale)
+        manifest = {
+            "experiment": experiment.to_dict(),
+            "definition_hash": experiment.definition_hash,
+            "scale": scale,
+            "version": __version__,
+            "seeds": grid.get("seed", []),
+            "cells": len(cells),
+            "machine": machine(),
+            "device": device,
+            "threads_per_cell": 1,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        store.write_manifest(manifest | {"finished": None})
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+        with Progress(*columns, disable=not progress, transient=True) as bar:
+            task = bar.add_task(experiment.name, total=len(cells), completed=len(cells) - len(todo))
+            if executor == "local":
+                finished = _execute(experiment.module, todo, workers, device)
+            elif executor == "dask":
+                finished = _execute_dask(experiment.module, todo, workers, scheduler, device)
+            else:
+                finished = _execute_slurm(
+                    experiment.module, todo, store, slurm_cluster, slurm_options or {}, device
+                )
+            for cell, rows in finished:
+                if rows is not None:
+                    store.write_cell(experiment.module, cell, rows)
+                bar.advance(task)
+        store.write_manifest(manifest | {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return store.read()
 
 
 Finished = Iterable[tuple[dict[str, Any], list[dict[str, Any]] | None]]
 
 
-def _execute(measurement: str, cells: list[dict[str, Any]], workers: int, device: str) -> Finished:
+def _execute(module: str, cells: list[dict[str, Any]], workers: int, device: str) -> Finished:
     """Yield (cell, rows) as cells finish: in this process for one worker, else in a pool."""
     if workers == 1 or len(cells) <= 1:
         for cell in cells:
-            yield cell, run_cell(measurement, cell, device)
+            yield cell, run_cell(module, cell, device)
         return
     context = get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
         pending: dict[Future[list[dict[str, Any]]], dict[str, Any]] = {
-            pool.submit(run_cell, measurement, cell, device): cell for cell in cells
+            pool.submit(run_cell, module, cell, device): cell for cell in cells
         }
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -217,20 +269,13 @@ def _execute(measurement: str, cells: list[dict[str, Any]], workers: int, device
                 yield pending.pop(future), future.result()
 
 
-def _require(module: str, extra: str) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        raise ValueError(f"this executor needs {module}; install it with: pip install 'gapscope[{extra}]'")
-
-
 def _execute_dask(
-    measurement: str, cells: list[dict[str, Any]], workers: int, scheduler: str | None, device: str
+    module: str, cells: list[dict[str, Any]], workers: int, scheduler: str | None, device: str
 ) -> Finished:
     """Yield (cell, rows) as a Dask cluster finishes them."""
     if not cells:
         return
-    _require("distributed", "dask")
+    require("distributed", "the dask executor")
     from distributed import Client, LocalCluster, as_completed
 
     cluster = None
@@ -243,7 +288,7 @@ def _execute_dask(
         client.run(_worker_init)
         futures = {
             client.submit(
-                run_cell, measurement, cell, device, key=f"gapscope-{cell_key(cell)}", pure=False
+                run_cell, module, cell, device, key=f"gapscope-{cell_key(module, cell)}", pure=False
             ): cell
             for cell in cells
         }
@@ -256,7 +301,7 @@ def _execute_dask(
 
 
 def _execute_slurm(
-    measurement: str,
+    module: str,
     cells: list[dict[str, Any]],
     store: ResultStore,
     cluster: str,
@@ -267,14 +312,14 @@ def _execute_slurm(
     """Submit one job per cell (an array) through submitit and yield each cell when its job is done."""
     if not cells:
         return
-    _require("submitit", "slurm")
+    require("submitit", "the slurm executor")
     import submitit
 
     executor = submitit.AutoExecutor(folder=store.root / "submitit" / "%j", cluster=cluster)
     if options:
         executor.update_parameters(**options)
     with executor.batch():
-        jobs = [executor.submit(run_and_store, str(store.root), measurement, cell, device) for cell in cells]
+        jobs = [executor.submit(run_and_store, str(store.root), module, cell, device) for cell in cells]
     pending = dict(zip(jobs, cells, strict=True))
     while pending:
         for job in [job for job in pending if job.done()]:

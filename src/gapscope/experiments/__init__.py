@@ -1,6 +1,19 @@
-"""Experiments as data: TOML files naming a grid, a measurement and a view."""
+"""Experiments: modules that declare parameters, measure a cell and draw figures with verdicts; TOML files
+that pick a module, a figure and a grid (see :mod:`gapscope.experiments.spec` and
+:mod:`gapscope.experiments.modules`)."""
 
-from gapscope.experiments.measurements import MEASUREMENTS
-from gapscope.experiments.spec import SCALES, Experiment, cell_key, shipped_experiments
+from gapscope.experiments.figures import Figure, Verdict
+from gapscope.experiments.parameters import REQUIRED, Parameter
+from gapscope.experiments.spec import SCALES, Experiment, ExperimentFileError, cell_key, shipped_experiments
 
-__all__ = ["MEASUREMENTS", "SCALES", "Experiment", "cell_key", "shipped_experiments"]
+__all__ = [
+    "REQUIRED",
+    "SCALES",
+    "Experiment",
+    "ExperimentFileError",
+    "Figure",
+    "Parameter",
+    "Verdict",
+    "cell_key",
+    "shipped_experiments",
+]

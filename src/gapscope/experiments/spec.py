@@ -1,11 +1,11 @@
-"""An experiment is data: a grid of axes, fixed parameters, a measurement and a view.
+"""An experiment is data: a module's measurement over a grid, with one of its figures.
 
 Experiment files are TOML::
 
     name = "rank_collapse_width"
     title = "Rank collapse in width"
-    measurement = "propagation"      # a key of gapscope.experiments.MEASUREMENTS
-    view = "width_collapse"          # a key of gapscope.views.VIEWS
+    module = "collapse"              # a shipped module, a dotted path or a .py file
+    figure = "width_collapse"        # a Figure of that module
     [fixed]                          # passed to every cell
     depth = 3
     [grid]                           # the paper-scale grid: every combination is a cell
@@ -17,8 +17,11 @@ Experiment files are TOML::
     [expected_cost]                  # printed before a sweep at that scale starts
     paper = "about 2 hours on 2 CPU cores"
 
-Cells are plain dicts; their key is a hash of their sorted JSON, so a stored cell is
-recognised whatever the order of the axes in the file.
+Everything is checked when the file is read, before any cell runs: unknown keys, values
+against the module's declared parameters (type, range, choices), the figure's name, and
+whether each scale's grid has what the figure's verdicts need. Cells are plain dicts
+holding every declared parameter; a cell's key hashes the module and the cell, so a
+stored cell is recognised whatever the order of the axes in the file.
 """
 
 from __future__ import annotations
@@ -26,11 +29,16 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from gapscope import _optional
+from gapscope.experiments import modules
+from gapscope.experiments.parameters import defaults, required
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,21 +46,43 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 SCALES = ("quick", "paper")
+KEYS = (
+    "name",
+    "title",
+    "description",
+    "module",
+    "figure",
+    "fixed",
+    "grid",
+    "scales",
+    "requires",
+    "expected_cost",
+)
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
-def cell_key(cell: dict[str, Any]) -> str:
-    """A stable 16-hex-digit key of a cell (its parameters, sorted)."""
-    return hashlib.sha1(json.dumps(cell, sort_keys=True, default=str).encode()).hexdigest()[:16]
+class ExperimentFileError(ValueError):
+    """An experiment file (or definition) that cannot run as written."""
+
+
+def cell_key(module: str, cell: dict[str, Any]) -> str:
+    """A stable 16-hex-digit key of a cell of ``module`` (its parameters, sorted)."""
+    text = json.dumps({"module": module, "cell": cell}, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """A declarative experiment: which measurement to run over which grid, and how to view it."""
+    """A checked experiment: which module's measurement runs over which grid, and which figure shows it.
+
+    Build it with :meth:`from_toml` or :meth:`from_dict`, which check everything; the
+    constructor trusts its arguments.
+    """
 
     name: str
     title: str
-    measurement: str
-    view: str
+    module: str
+    figure: str
     grid: dict[str, list[Any]]
     fixed: dict[str, Any] = field(default_factory=dict)
     scales: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
@@ -61,64 +91,102 @@ class Experiment:
     expected_cost: dict[str, str] = field(default_factory=dict)
 
     def missing(self) -> list[str]:
-        """Packages this experiment needs that are not installed."""
-        import importlib.util
+        """Optional packages this experiment needs that are not installed."""
+        return _optional.missing(self.requires)
 
-        return [name for name in self.requires if importlib.util.find_spec(name) is None]
-
-    def __post_init__(self) -> None:
-        from gapscope.experiments.measurements import MEASUREMENTS
-
-        if self.measurement not in MEASUREMENTS:
-            raise ValueError(
-                f"experiment {self.name!r}: unknown measurement {self.measurement!r}; "
-                f"expected one of {sorted(MEASUREMENTS)}"
-            )
-        for axis, values in self.grid.items():
-            if not isinstance(values, list) or not values:
-                raise ValueError(f"experiment {self.name!r}: grid axis {axis!r} must be a non-empty list")
-        for scale in self.scales:
-            if scale not in SCALES:
-                raise ValueError(
-                    f"experiment {self.name!r}: unknown scale {scale!r}; expected {list(SCALES)}"
-                )
+    @property
+    def definition_hash(self) -> str:
+        """A content hash of the definition (stores compare it with their manifest)."""
+        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Experiment:
-        missing = [key for key in ("name", "measurement", "view", "grid") if key not in data]
-        if missing:
-            raise ValueError(f"experiment file is missing {missing}")
-        known = {"name", "title", "measurement", "view", "grid", "fixed", "scales", "description", "requires"}
-        known |= {"expected_cost"}
-        unknown = sorted(set(data) - known)
+    def from_dict(cls, data: Any, source: str = "experiment", base: Path | None = None) -> Experiment:
+        """Check ``data`` (a parsed file; ``source`` names it in errors) and build the experiment.
+
+        ``base`` is the folder a relative ``.py`` module path is taken from.
+        """
+
+        def fail(message: str) -> ExperimentFileError:
+            return ExperimentFileError(f"{source}: {message}")
+
+        if not isinstance(data, dict):
+            raise fail(f"expected a table of keys, got {type(data).__name__}")
+        absent = [key for key in ("name", "module", "figure", "grid") if key not in data]
+        if absent:
+            raise fail(f"missing keys {absent}")
+        unknown = sorted(set(data) - set(KEYS))
         if unknown:
-            raise ValueError(
-                f"experiment {data['name']!r} has unknown keys {unknown}; expected {sorted(known)}"
+            raise fail(f"unknown keys {unknown}; expected some of {list(KEYS)}")
+        name = data["name"]
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            raise fail(
+                f"name must be letters, digits, '_' or '-' (it names a folder under --out), got {name!r}"
             )
-        return cls(
-            name=data["name"],
-            title=data.get("title", data["name"]),
-            measurement=data["measurement"],
-            view=data["view"],
-            grid={k: list(v) for k, v in data["grid"].items()},
+        for key in ("title", "description", "figure"):
+            if key in data and not isinstance(data[key], str):
+                raise fail(f"{key} must be a string, got {data[key]!r}")
+        for key in ("fixed", "grid", "scales", "expected_cost"):
+            if key in data and not isinstance(data[key], dict):
+                raise fail(f"[{key}] must be a table, got {data[key]!r}")
+        try:
+            reference = modules.resolve_reference(data["module"], base)
+            module = modules.load(reference)
+            requires = _optional.check_known(data.get("requires", []), "requires")
+        except ValueError as err:
+            raise fail(str(err)) from None
+        if data["figure"] not in module.figures:
+            raise fail(
+                f"unknown figure {data['figure']!r} of module {reference!r}; expected one of "
+                f"{sorted(module.figures)}"
+            )
+        for scale, cost in data.get("expected_cost", {}).items():
+            if scale not in SCALES or not isinstance(cost, str):
+                raise fail(
+                    f"[expected_cost] maps a scale of {list(SCALES)} to a text, got {scale!r} = {cost!r}"
+                )
+        scales = {}
+        for scale, override in data.get("scales", {}).items():
+            if scale not in SCALES:
+                raise fail(f"unknown scale {scale!r} in [scales]; expected some of {list(SCALES)}")
+            if not isinstance(override, dict) or set(override) - {"grid", "fixed"}:
+                raise fail(f"[scales.{scale}] may hold only [scales.{scale}.grid] and [scales.{scale}.fixed]")
+            scales[scale] = {part: dict(table) for part, table in override.items()}
+        experiment = cls(
+            name=name,
+            title=data.get("title", name),
+            module=reference,
+            figure=data["figure"],
+            grid=dict(data["grid"]),
             fixed=dict(data.get("fixed", {})),
-            scales={k: dict(v) for k, v in data.get("scales", {}).items()},
+            scales=scales,
             description=data.get("description", ""),
-            requires=tuple(data.get("requires", ())),
+            requires=requires,
             expected_cost=dict(data.get("expected_cost", {})),
         )
+        for scale in SCALES:
+            try:
+                experiment.cells(scale)
+            except ValueError as err:
+                raise fail(f"at scale {scale!r}: {err}") from None
+        return experiment
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Experiment:
-        with open(path, "rb") as handle:
-            return cls.from_dict(tomllib.load(handle))
+        """Read and check an experiment file."""
+        path = Path(path)
+        try:
+            with open(path, "rb") as handle:
+                data = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as err:
+            raise ExperimentFileError(f"{path}: not valid TOML: {err}") from None
+        return cls.from_dict(data, source=str(path), base=path.parent.resolve())
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "title": self.title,
-            "measurement": self.measurement,
-            "view": self.view,
+            "module": self.module,
+            "figure": self.figure,
             "grid": self.grid,
             "fixed": self.fixed,
             "scales": self.scales,
@@ -132,17 +200,54 @@ class Experiment:
         if scale not in SCALES:
             raise ValueError(f"unknown scale {scale!r}; expected one of {list(SCALES)}")
         override = self.scales.get(scale, {}) if scale != "paper" else {}
-        grid = self.grid | {k: list(v) for k, v in override.get("grid", {}).items()}
-        return grid, self.fixed | override.get("fixed", {})
+        grid = self.grid | override.get("grid", {})
+        fixed = self.fixed | override.get("fixed", {})
+        return grid, fixed
 
     def cells(self, scale: str = "paper") -> list[dict[str, Any]]:
-        """Every combination of the grid axes, each merged with the fixed parameters."""
+        """Every combination of the grid axes with the fixed values and defaults, each value checked."""
+        module = modules.load(self.module)
+        parameters = module.parameters
         grid, fixed = self.resolved(scale)
-        axes = sorted(grid)
+        for where, keys in (("[grid]", grid), ("[fixed]", fixed)):
+            unknown = sorted(set(keys) - set(parameters))
+            if unknown:
+                raise ValueError(
+                    f"{where} has keys {unknown} that module {self.module!r} does not take; "
+                    f"expected some of {sorted(parameters)}"
+                )
+        both = sorted(set(grid) & set(fixed))
+        if both:
+            raise ValueError(f"{both} are set both in [grid] and [fixed]; give each in one place")
+        unset = [name for name in required(parameters) if name not in grid and name not in fixed]
+        if unset:
+            raise ValueError(f"module {self.module!r} needs {unset}; set them in [fixed] or [grid]")
+        checked_fixed = {
+            key: _checked(parameters[key], value, f"[fixed] {key}") for key, value in fixed.items()
+        }
+        checked_grid = {}
+        for axis, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"[grid] {axis} must be a non-empty list of values, got {values!r}")
+            checked_grid[axis] = [_checked(parameters[axis], v, f"[grid] {axis}") for v in values]
+            if len({json.dumps(v) for v in checked_grid[axis]}) < len(values):
+                raise ValueError(f"[grid] {axis} repeats a value: {values!r}")
+        problems = module.figures[self.figure].problems(checked_grid, checked_fixed)
+        if problems:
+            raise ValueError(f"figure {self.figure!r}: " + "; ".join(problems))
+        base = defaults(parameters) | checked_fixed
+        axes = sorted(checked_grid)
         return [
-            fixed | dict(zip(axes, values, strict=True))
-            for values in itertools.product(*(grid[a] for a in axes))
+            base | dict(zip(axes, values, strict=True))
+            for values in itertools.product(*(checked_grid[a] for a in axes))
         ]
+
+
+def _checked(parameter: Any, value: Any, where: str) -> Any:
+    try:
+        return parameter.check(value)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}; {parameter.name} is {parameter.help}") from None
 
 
 def shipped_experiments() -> dict[str, Experiment]:
@@ -151,6 +256,7 @@ def shipped_experiments() -> dict[str, Experiment]:
     found = {}
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".toml"):
-            experiment = Experiment.from_dict(tomllib.loads(entry.read_text(encoding="utf-8")))
+            source = f"shipped experiment {entry.name}"
+            experiment = Experiment.from_dict(tomllib.loads(entry.read_text(encoding="utf-8")), source=source)
             found[experiment.name] = experiment
     return found

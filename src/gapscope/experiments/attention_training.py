@@ -1,0 +1,202 @@
+"""Training attention-only stacks on an entrywise target (Mind the Gap, Figs 6 and 8; SPEC section 9).
+
+The measurement trains one named stack at one learning rate on the Heaviside task (or
+another entrywise target) and records the full-batch loss per step; the figures pick
+each configuration's learning rate by the authors' rule and compare the curves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure as MplFigure
+
+from gapscope.experiments import _stacks
+from gapscope.experiments.figures import Figure, Verdict, fmt, is_fixed
+from gapscope.experiments.parameters import Parameter
+from gapscope.training import TARGETS, failed, select_learning_rates, train_stack
+
+SKIP_LN_NOT_REPRODUCED = (
+    "not reproduced by gapscope: with LayerNorm the upscaled skip trains as well as or better than the "
+    "standard skip (best final loss 0.087 against 0.090 at T = d = 128, two seeds; one-off runs at the "
+    "paper's T = d = 500, one seed: 0.087 against 0.251). LayerNorm rescales the sum, and Adam grows W_V "
+    "within the 50 steps, so the near-identity start does not persist"
+)
+
+PARAMETERS = (
+    *_stacks.parameters(dtype="float32", depth=1),
+    Parameter("lr", "float", "Adam's learning rate", minimum=0.0),
+    Parameter("target", "str", "the entrywise target function", "heaviside", choices=tuple(TARGETS)),
+    Parameter("n_train", "int", "the number of training inputs", 50, minimum=1),
+    Parameter("steps", "int", "the number of full-batch Adam steps", 50, minimum=1),
+    Parameter("data_seed", "int", "the seed of the training inputs (seed draws the weights)", 0, minimum=0),
+)
+
+
+def measure(cell: dict[str, Any], device: torch.device) -> list[dict[str, Any]]:
+    """Training losses of a named stack, one row per step: the full-batch loss before the update."""
+    losses = train_stack(
+        _stacks.config(cell),
+        cell["lr"],
+        target=cell["target"],
+        n_train=cell["n_train"],
+        steps=cell["steps"],
+        data_seed=cell["data_seed"],
+        seed=cell["seed"],
+        device=device,
+    )
+    return [{"step": step, "loss": loss} for step, loss in enumerate(losses)]
+
+
+def _with_variant(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with a 'variant' label: the configuration, and the key-query init where it varies."""
+    label = table["config"].astype(str)
+    if table["qk_init"].nunique() > 1:
+        label = label + np.where(table["qk_init"] == "xavier", " (Xavier)", " (N(0,1))")
+    return table.assign(variant=label)
+
+
+def _training_runs(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per run: initial, final and step-10 loss by variant; and the authors' best lr per variant."""
+    table = _with_variant(table).sort_values("step")
+    groups = table.groupby(["variant", "lr", "seed"])["loss"]
+    runs = pd.DataFrame(
+        {
+            "initial": groups.first(),
+            "final": groups.last(),
+            "at10": groups.apply(lambda x: x.iloc[min(10, len(x) - 1)]),
+        }
+    ).reset_index()
+    return runs, select_learning_rates(runs, ["variant"])
+
+
+def _plot_training(table: pd.DataFrame) -> MplFigure:
+    runs, best = _training_runs(table)
+    table = _with_variant(table)
+    families = sorted({"key-query" if "A(X)" in v else "Random Markov" for v in best["variant"]})
+    fig, axes = plt.subplots(
+        1, len(families), figsize=(8 * len(families), 5.5), layout="constrained", squeeze=False, sharey=True
+    )
+    bases = sorted({str(v).replace("^⊥", "") for v in best["variant"]})
+    colours = {base: plt.get_cmap("tab20")(i % 20) for i, base in enumerate(bases)}
+    for _, choice in best.iterrows():
+        variant = str(choice["variant"])
+        ax = axes[0, families.index("key-query" if "A(X)" in variant else "Random Markov")]
+        ok = runs[(runs["variant"] == variant) & (runs["lr"] == choice["lr"])]
+        ok = ok[[not failed(i, f) for i, f in zip(ok["initial"], ok["final"], strict=True)]]
+        rows = table[
+            (table["variant"] == variant) & (table["lr"] == choice["lr"]) & table["seed"].isin(ok["seed"])
+        ]
+        if rows.empty:
+            ax.plot([], [], label=f"{variant}: no training")
+            continue
+        curve = rows.groupby("step")["loss"].mean()
+        style = {"ls": "--" if "^⊥" in variant else "-", "color": colours[variant.replace("^⊥", "")]}
+        ax.plot(
+            curve.index,
+            curve.values,
+            label=f"{variant} (lr {choice['lr']:g}, {int(choice['failed'])} failed)",
+            **style,
+        )
+    for ax, family in zip(axes[0], families, strict=True):
+        ax.set(yscale="log", xlabel="step", title=f"{family} attention, T = d = {int(table['T'].iloc[0])}")
+        ax.legend(fontsize=7)
+    axes[0, 0].set_ylabel("training loss (MSE, mean over runs that did not fail)")
+    return fig
+
+
+def _best_final(best: pd.DataFrame) -> dict[str, float]:
+    return {str(v): float(f) for v, f in zip(best["variant"], best["final"], strict=True)}
+
+
+def _verdict_training_fix(table: pd.DataFrame) -> list[Verdict]:
+    _, best = _training_runs(table)
+    final = _best_final(best)
+    trained = best["final"].notna().all()
+    ratios = {v: final[v] / final[v.replace("^⊥", "")] for v in final if is_fixed(v)}
+    both_sides = min(ratios.values()) < 1 < max(ratios.values())
+    return [
+        Verdict(
+            "every configuration trains, with and without the fix: the authors' rule finds a learning rate "
+            "whose runs do not all fail",
+            "no 'no training'",
+            f"{int(best['final'].notna().sum())} of {len(best)} configurations train",
+            bool(trained),
+        ),
+        Verdict(
+            "the results are inconclusive: the fix lowers the best final loss of some configurations "
+            "and raises it for others, or changes none by more than 2x",
+            "ratios on both sides of 1, or all within [0.5, 2]",
+            ", ".join(f"{v}: {r:.3g}" for v, r in ratios.items()),
+            both_sides or all(0.5 <= r <= 2 for r in ratios.values()),
+        ),
+    ]
+
+
+def _verdict_training_scaling_kq(table: pd.DataFrame) -> list[Verdict]:
+    runs, best = _training_runs(table)
+    chosen = runs.merge(best[["variant", "lr"]], on=["variant", "lr"])
+    drop = (chosen["at10"] / chosen["initial"]).groupby(chosen["variant"]).mean()
+    final = _best_final(best)
+    xavier_fix = "A(X)^⊥ (Xavier)"
+    others = [v for v in drop.index if v != xavier_fix]
+    fix_ratio = final["A(X)^⊥ (N(0,1))"] / final["A(X) (N(0,1))"]
+    xavier_ratio = final["A(X) (Xavier)"] / final["A(X) (N(0,1))"]
+    return [
+        Verdict(
+            "Xavier keys and queries with the fix plateau at the start (A^perp is close to 0): loss "
+            "after 10 steps over the initial loss, at the chosen learning rate",
+            "Xavier + fix >= 0.85; every other variant <= 0.75",
+            ", ".join(f"{v}: {drop[v]:.3g}" for v in drop.index),
+            drop[xavier_fix] >= 0.85 and max(drop[v] for v in others) <= 0.75,
+        ),
+        Verdict(
+            "with N(0,1) keys and queries the fix performs like the original "
+            "(best final loss, fix over original)",
+            "within [0.67, 1.5]",
+            fmt(fix_ratio),
+            0.67 <= fix_ratio <= 1.5,
+        ),
+        Verdict(
+            "without the fix, Xavier performs like N(0,1) (best final loss, Xavier over N(0,1))",
+            "within [0.67, 1.5]",
+            fmt(xavier_ratio),
+            0.67 <= xavier_ratio <= 1.5,
+        ),
+    ]
+
+
+def _verdict_training_scaling_skip(table: pd.DataFrame) -> list[Verdict]:
+    _, best = _training_runs(table)
+    final = _best_final(best)
+    out = []
+    for norm in ("", " + LN"):
+        skip, upscaled = final[f"A + skip{norm}"], final[f"A + upscaled skip{norm}"]
+        out.append(
+            Verdict(
+                f"the upscaled skip trains worse than the standard skip, {'with' if norm else 'without'} LN "
+                "(best final loss)",
+                "upscaled > standard",
+                f"upscaled {fmt(upscaled)}, standard {fmt(skip)}",
+                upscaled > skip,
+                known_failure=SKIP_LN_NOT_REPRODUCED if norm else "",
+            )
+        )
+    return out
+
+
+training_fix = Figure(_plot_training, _verdict_training_fix)
+training_scaling_kq = Figure(
+    _plot_training,
+    _verdict_training_scaling_kq,
+    needs_values={"config": ("A(X)", "A(X)^⊥"), "qk_init": ("standard", "xavier")},
+)
+training_scaling_skip = Figure(
+    _plot_training,
+    _verdict_training_scaling_skip,
+    needs_values={"config": ("A + skip", "A + upscaled skip", "A + skip + LN", "A + upscaled skip + LN")},
+)

@@ -1,0 +1,126 @@
+"""Experiment modules, found by convention.
+
+An experiment module is a Python module that defines
+
+* ``PARAMETERS``: a tuple of :class:`~gapscope.experiments.parameters.Parameter`;
+* ``measure(cell, device) -> list[dict]``: one grid cell (every parameter filled in) to
+  tidy rows, on a torch device;
+* any number of :class:`~gapscope.experiments.figures.Figure` attributes, each a figure
+  with its verdicts, named by its attribute name.
+
+An experiment file names its module as ``module = "collapse"`` (a module shipped in
+``gapscope.experiments``), a dotted path (``"mylab.experiments.width"``) or a path to a
+``.py`` file (relative to the experiment file). A file module is loaded under a name
+derived from its absolute path, so the same file is one module in every process and
+every executor (a spawned pool, Dask workers, Slurm jobs all resolve it the same way).
+A module named in an experiment file is imported: such a file runs code, like a script.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import pkgutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from gapscope.experiments.figures import Figure
+from gapscope.experiments.parameters import Parameter, declared
+
+Rows = list[dict[str, Any]]
+PACKAGE = "gapscope.experiments"
+
+
+@dataclass(frozen=True)
+class ExperimentModule:
+    """A loaded experiment module: its reference, parameters, measurement and figures."""
+
+    reference: str
+    parameters: dict[str, Parameter]
+    measure: Callable[..., Rows]
+    figures: dict[str, Figure]
+    doc: str
+
+
+def _load_file(path: Path) -> ModuleType:
+    name = "gapscope_user_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"cannot load an experiment module from {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def resolve_reference(reference: str, base: Path | None = None) -> str:
+    """The canonical reference: a shipped name, a dotted path, or an absolute ``.py`` path."""
+    if not isinstance(reference, str) or not reference:
+        raise ValueError(f"module must be a non-empty string, got {reference!r}")
+    if reference.endswith(".py"):
+        path = Path(reference)
+        if not path.is_absolute():
+            path = (base or Path.cwd()) / path
+        path = path.resolve()
+        if not path.is_file():
+            raise ValueError(f"module file {reference!r} does not exist (looked for {path})")
+        return str(path)
+    return reference
+
+
+@cache
+def load(reference: str) -> ExperimentModule:
+    """The experiment module at a canonical ``reference`` (see :func:`resolve_reference`)."""
+    if reference.endswith(".py"):
+        module = _load_file(Path(reference))
+    else:
+        dotted = f"{PACKAGE}.{reference}" if "." not in reference else reference
+        if "." not in reference and reference not in shipped_modules():
+            raise ValueError(
+                f"unknown module {reference!r}; expected one of {shipped_modules()}, "
+                "a dotted module path or a .py file"
+            )
+        try:
+            module = importlib.import_module(dotted)
+        except ModuleNotFoundError as err:
+            raise ValueError(f"module {reference!r} cannot be imported: {err}") from None
+    missing = [name for name in ("PARAMETERS", "measure") if not hasattr(module, name)]
+    if missing:
+        raise ValueError(
+            f"module {reference!r} is not an experiment module: it lacks {missing} "
+            "(see gapscope.experiments.modules)"
+        )
+    figures = {name: value for name, value in vars(module).items() if isinstance(value, Figure)}
+    return ExperimentModule(
+        reference=reference,
+        parameters=declared(tuple(module.PARAMETERS)),
+        measure=module.measure,
+        figures=figures,
+        doc=(module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else "",
+    )
+
+
+@cache
+def shipped_modules() -> list[str]:
+    """The experiment modules shipped in gapscope.experiments (those defining PARAMETERS and measure)."""
+    package = importlib.import_module(PACKAGE)
+    names = []
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("_") or info.ispkg:
+            continue
+        module = importlib.import_module(f"{PACKAGE}.{info.name}")
+        if hasattr(module, "PARAMETERS") and hasattr(module, "measure"):
+            names.append(info.name)
+    return sorted(names)

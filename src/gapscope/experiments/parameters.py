@@ -1,0 +1,119 @@
+"""Declared parameters of an experiment module: name, type, range or choices, default, help.
+
+An experiment module lists its parameters as :class:`Parameter` values. Every value an
+experiment file gives (in ``[fixed]``, ``[grid]`` or a scale's override) is checked
+against the declaration before any cell runs, and every cell carries every declared
+parameter (defaults filled in), so a measurement reads ``cell["T"]`` and never guesses.
+Nothing is converted silently: an integer parameter refuses 8.9 and True, a float
+parameter takes 1 as 1.0, a list parameter checks each item.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class _Required:
+    """The default of a parameter that every experiment file must set."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+KINDS = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One parameter of an experiment module.
+
+    ``kind`` is 'int', 'float', 'str' or 'bool'; ``items`` makes it a list of that kind
+    (with at least ``minimum_length`` items). ``choices`` lists the allowed values;
+    ``minimum`` / ``maximum`` bound numbers (inclusive). ``optional`` lets the value be
+    absent (None), meaning the documented fallback in ``help``.
+    """
+
+    name: str
+    kind: str
+    help: str
+    default: Any = REQUIRED
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    items: bool = False
+    optional: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"parameter {self.name!r}: kind must be one of {list(KINDS)}, got {self.kind!r}")
+        if self.default is not REQUIRED and not (self.default is None and self.optional):
+            self.check(self.default)  # a declaration with a bad default is a programming error
+
+    @property
+    def expected(self) -> str:
+        """What a value must be, in words (for error messages and ``gapscope list``)."""
+        text = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}[
+            self.kind
+        ]
+        if self.choices is not None:
+            text = f"one of {list(self.choices)}"
+        bounds = []
+        if self.minimum is not None:
+            bounds.append(f">= {self.minimum:g}")
+        if self.maximum is not None:
+            bounds.append(f"<= {self.maximum:g}")
+        if bounds:
+            text += " " + " and ".join(bounds)
+        if self.items:
+            text = f"a list of {text.removeprefix('a ').removeprefix('an ')}"
+        return text + (" (or absent)" if self.optional else "")
+
+    def _check_scalar(self, value: Any) -> Any:
+        wanted = KINDS[self.kind]
+        if self.kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) != (wanted is bool) or not isinstance(value, wanted):
+            raise ValueError(f"{value!r} is not {self.expected}")
+        if self.kind == "float" and not math.isfinite(value):
+            raise ValueError(f"{value!r} is not finite")
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{value!r} is not {self.expected}")
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"{value!r} is below the minimum {self.minimum:g}")
+        if self.maximum is not None and value > self.maximum:
+            raise ValueError(f"{value!r} is above the maximum {self.maximum:g}")
+        return value
+
+    def check(self, value: Any) -> Any:
+        """``value`` as stored in a cell; ValueError saying what was expected otherwise."""
+        if value is None and self.optional:
+            return None
+        if self.items:
+            if not isinstance(value, list):
+                raise ValueError(f"{value!r} is not {self.expected}")
+            return [self._check_scalar(item) for item in value]
+        return self._check_scalar(value)
+
+
+def declared(parameters: tuple[Parameter, ...]) -> dict[str, Parameter]:
+    """The parameters by name; a name declared twice is a programming error."""
+    found: dict[str, Parameter] = {}
+    for parameter in parameters:
+        if parameter.name in found:
+            raise ValueError(f"parameter {parameter.name!r} is declared twice")
+        found[parameter.name] = parameter
+    return found
+
+
+def defaults(parameters: Mapping[str, Parameter]) -> dict[str, Any]:
+    """The default of every parameter that has one."""
+    return {name: p.default for name, p in parameters.items() if p.default is not REQUIRED}
+
+
+def required(parameters: Mapping[str, Parameter]) -> list[str]:
+    """The parameters an experiment file must set."""
+    return [name for name, p in parameters.items() if p.default is REQUIRED]
