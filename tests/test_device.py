@@ -5,17 +5,16 @@ import pytest
 import torch
 
 from gapscope._checks import resolve_device
-from gapscope.experiments import MEASUREMENTS, Experiment
-from gapscope.experiments.measurements import on_device
+from gapscope.experiments import Experiment
 from gapscope.nn import named_config
-from gapscope.sweep import run_sweep
+from gapscope.sweep import run_cell, run_sweep
 from gapscope.training import train_stack
 
 has_cuda = torch.cuda.is_available()
 SMALL = {
     "name": "small",
-    "measurement": "propagation",
-    "view": "width_collapse",
+    "module": "collapse",
+    "figure": "width_collapse",
     "fixed": {"depth": 2},
     "grid": {"config": ["A", "A(X)^⊥"], "T": [8, 12], "seed": [0]},
 }
@@ -46,11 +45,21 @@ def test_cuda_without_a_gpu_warns_and_runs_on_the_cpu(tmp_path):
 
 
 @pytest.mark.skipif(not has_cuda, reason="no CUDA device on this machine")
-@pytest.mark.parametrize("measurement", ["propagation", "gradients"])
-def test_cuda_measurements_agree_with_the_cpu(measurement):
-    cell = {"config": "A(X) + skip", "T": 16, "depth": 2, "seed": 0, "method": "exact"}
-    on_cpu = pd.DataFrame(MEASUREMENTS[measurement](cell))
-    with on_device("cuda"):
-        on_gpu = pd.DataFrame(MEASUREMENTS[measurement](cell))
+@pytest.mark.parametrize(
+    ("module", "figure"), [("collapse", "width_collapse"), ("gradient_norms", "gradient_width")]
+)
+def test_cuda_measurements_agree_with_the_cpu(module, figure):
+    experiment = Experiment.from_dict(
+        {
+            "name": "x",
+            "module": module,
+            "figure": figure,
+            "fixed": {"depth": 2, "config": "A(X) + skip"},
+            "grid": {"T": [16, 24], "seed": [0]},
+        }
+    )
+    cell = experiment.cells()[0]
+    on_cpu = pd.DataFrame(run_cell(module, cell, "cpu"))
+    on_gpu = pd.DataFrame(run_cell(module, cell, "cuda"))
     numeric = on_cpu.select_dtypes("number").columns
     pd.testing.assert_frame_equal(on_gpu[numeric], on_cpu[numeric], rtol=1e-8, atol=1e-10)

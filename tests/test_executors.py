@@ -17,8 +17,8 @@ distributed = pytest.importorskip("distributed")
 
 SMALL = {
     "name": "small",
-    "measurement": "propagation",
-    "view": "width_collapse",
+    "module": "collapse",
+    "figure": "width_collapse",
     "fixed": {"depth": 2},
     "grid": {"config": ["A", "A^⊥"], "T": [8, 16], "seed": [0, 1]},
 }
@@ -49,13 +49,15 @@ def test_dask_and_submitit_store_the_local_table(tmp_path):
     assert len(local) == 8 * 3
     pd.testing.assert_frame_equal(on_dask, local)
     pd.testing.assert_frame_equal(on_submitit[local.columns], local)
-    assert ResultStore(tmp_path / "slurm").done_keys() == {cell_key(c) for c in experiment.cells("paper")}
+    assert ResultStore(tmp_path / "slurm").done_keys() == {
+        cell_key("collapse", c) for c in experiment.cells("paper")
+    }
 
 
 SLOW = {
     "name": "slow",
-    "measurement": "regime_check",
-    "view": "regime_prediction",
+    "module": "regime",
+    "figure": "regime_prediction",
     "fixed": {"attention": "generic", "value_spectrum": "real", "instances": 60},
     "grid": {"seed": list(range(16))},
 }
@@ -92,7 +94,7 @@ def test_a_dask_sweep_killed_mid_run_resumes_with_every_cell_once(tmp_path):
         p.name for p in store.parts.iterdir() if p.suffix == ".parquet" and not p.name.startswith(".")
     )
     assert len(parts) == 16 and store.done_keys() == {
-        cell_key(c) for c in Experiment.from_dict(SLOW).cells("paper")
+        cell_key("regime", c) for c in Experiment.from_dict(SLOW).cells("paper")
     }
     assert len(resumed) == 16 * 60 and resumed.groupby("cell").size().eq(60).all()
     assert resumed["agree"].all()

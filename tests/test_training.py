@@ -7,9 +7,11 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from gapscope.experiments import MEASUREMENTS, shipped_experiments  # noqa: E402
+from gapscope.experiments import shipped_experiments  # noqa: E402
+from gapscope.experiments.modules import load  # noqa: E402
+from gapscope.experiments.parameters import defaults  # noqa: E402
+from gapscope.sweep import run_cell  # noqa: E402
 from gapscope.hf.training import train_small  # noqa: E402
-from gapscope.views import VIEWS  # noqa: E402
 
 has_sklearn = importlib.util.find_spec("sklearn") is not None
 
@@ -26,8 +28,10 @@ def test_digits_training_is_reproducible_and_measured():
 
 
 def test_character_model_trains_through_the_measurement():
-    cell = {"task": "chars", "value": "plain", "seed": 0, "steps": 3, "width": 16, "depth": 1, "heads": 2}
-    rows = pd.DataFrame(MEASUREMENTS["train_smoothing"](cell | {"batch": 4, "context": 16}))
+    tiny = {"steps": 3, "width": 16, "depth": 1, "heads": 2, "batch": 4, "context": 16}
+    parameters = load("trained_smoothing").parameters
+    cell = defaults(parameters) | tiny | {"task": "chars", "value": "plain", "seed": 0}
+    rows = pd.DataFrame(run_cell("trained_smoothing", cell))
     assert set(rows["kind"]) == {"depth", "loss", "score"}
     assert rows[rows["kind"] == "score"]["score_name"].item() == "test loss (nats/char)"
     with pytest.raises(ValueError, match="unknown task"):
@@ -54,7 +58,6 @@ def _table(sharp_cosine):
 
 
 def test_trained_smoothing_verdicts_can_fail():
-    spec = shipped_experiments()["trained_smoothing"]
-    judge = VIEWS["trained_smoothing"].verdicts
-    assert [v.passed for v in judge(_table(0.7), spec)] == [True, True, True]
-    assert [v.passed for v in judge(_table(0.9), spec)] == [True, False, True]
+    judge = shipped_experiments()["trained_smoothing"].figure_spec.verdicts
+    assert [v.passed for v in judge(_table(0.7))] == [True, True, True]
+    assert [v.passed for v in judge(_table(0.9))] == [True, False, True]

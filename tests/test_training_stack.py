@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from gapscope.ensembles import isometric_input
-from gapscope.experiments import MEASUREMENTS, shipped_experiments
+from gapscope.experiments import shipped_experiments
+from gapscope.sweep import measure_table
 from gapscope.nn import AttentionStack, named_config
 from gapscope.training import LEARNING_RATES, TARGETS, failed, select_learning_rates, train_stack
-from gapscope.views import VIEWS
 
 
 def test_the_grid_and_targets_are_the_authors():
@@ -59,19 +59,10 @@ def test_failure_rule_and_learning_rate_choice():
 
 @pytest.mark.parametrize("name", ["training_fix", "training_scaling_kq", "training_scaling_skip"])
 def test_training_views_on_a_tiny_grid(name):
-    spec = shipped_experiments()[name]
-    grid, fixed = spec.resolved("quick")
-    rows = []
-    for config in grid["config"]:
-        for qk_init in grid.get("qk_init", [None]):
-            for lr in (0.1, 0.01):
-                for seed in (0, 1):
-                    cell = fixed | {"config": config, "T": 8, "lr": lr, "seed": seed, "steps": 12}
-                    if qk_init is not None:
-                        cell["qk_init"] = qk_init
-                    rows += [cell | row for row in MEASUREMENTS["train_attention"](cell)]
-    table = pd.DataFrame(rows)
-    view = VIEWS[spec.view]
-    assert view.plot(table, spec).axes
-    verdicts = view.verdicts(table, spec)
+    experiment = shipped_experiments()[name].varied(
+        grid={"T": [8], "lr": [0.1, 0.01], "seed": [0, 1]}, fixed={"steps": 12}
+    )
+    table = measure_table(experiment, "paper")
+    assert experiment.figure_spec.plot(table).axes
+    verdicts = experiment.figure_spec.verdicts(table)
     assert verdicts and all(isinstance(v.passed, bool) for v in verdicts)

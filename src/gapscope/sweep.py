@@ -170,6 +170,16 @@ def run_cell(module: str, cell: dict[str, Any], device: str = "cpu") -> Rows:
         torch.set_num_threads(threads)
 
 
+def measure_table(experiment: Experiment, scale: str = "quick", device: str = "cpu") -> pd.DataFrame:
+    """Every cell of ``experiment`` at ``scale`` run in this process, no store: the table a figure reads."""
+    frames = []
+    for cell in experiment.cells(scale):
+        rows = run_cell(experiment.module, cell, device)
+        params = {name: _column_value(value) for name, value in cell.items()}
+        frames.append(pd.DataFrame([params | row for row in rows]))
+    return pd.concat(frames, ignore_index=True)
+
+
 def run_and_store(root: str, module: str, cell: dict[str, Any], device: str = "cpu") -> int:
     """Run one cell and write its part into the store at ``root`` (a Slurm job); the number of rows."""
     _worker_init()

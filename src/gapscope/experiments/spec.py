@@ -38,6 +38,7 @@ from typing import Any
 
 from gapscope import _optional
 from gapscope.experiments import modules
+from gapscope.experiments.figures import Figure
 from gapscope.experiments.parameters import defaults, required
 
 if sys.version_info >= (3, 11):
@@ -180,6 +181,28 @@ class Experiment:
         except tomllib.TOMLDecodeError as err:
             raise ExperimentFileError(f"{path}: not valid TOML: {err}") from None
         return cls.from_dict(data, source=str(path), base=path.parent.resolve())
+
+    @property
+    def figure_spec(self) -> Figure:
+        """The :class:`Figure` this experiment draws, with its verdicts."""
+        return modules.load(self.module).figures[self.figure]
+
+    def varied(self, **changes: dict[str, Any]) -> Experiment:
+        """A checked copy with ``fixed``, ``grid`` (or other tables) updated key by key.
+
+        For example ``experiment.varied(grid={"seed": [0, 1]}, fixed={"steps": 64})``; a key
+        moved between the grid and the fixed values leaves the other table.
+        """
+        data = self.to_dict()
+        for table, values in changes.items():
+            if table not in ("fixed", "grid", "expected_cost"):
+                raise ValueError(f"varied changes fixed, grid or expected_cost, not {table!r}")
+            data[table] = data[table] | values
+        for key in changes.get("fixed", {}):
+            data["grid"].pop(key, None)
+        for key in changes.get("grid", {}):
+            data["fixed"].pop(key, None)
+        return Experiment.from_dict(data, source=f"experiment {self.name!r} varied")
 
     def to_dict(self) -> dict[str, Any]:
         return {
