@@ -148,9 +148,13 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _worker_init() -> None:
+def _worker_init(parent_pid: int | None = None) -> None:
     import torch
 
+    if parent_pid is not None:  # a pool worker: exit when the sweep's process dies
+        from gapscope._lifetime import die_with_parent
+
+        die_with_parent(parent_pid)
     torch.set_num_threads(1)
 
 
@@ -269,7 +273,9 @@ def _execute(module: str, cells: list[dict[str, Any]], workers: int, device: str
             yield cell, run_cell(module, cell, device)
         return
     context = get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
+    ) as pool:
         pending: dict[Future[list[dict[str, Any]]], dict[str, Any]] = {
             pool.submit(run_cell, module, cell, device): cell for cell in cells
         }
