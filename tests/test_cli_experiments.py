@@ -158,11 +158,10 @@ def test_a_crash_leaves_the_others_run_and_an_error_section_with_exit_3(tmp_path
 
 def _edit_module(tmp_path, text):
     """Rewrite the user module and forget the loaded one, as a new process would."""
+    import shutil
     import sys
 
     from gapscope.experiments import modules
-
-    import shutil
 
     (tmp_path / "crashing.py").write_text(text, encoding="utf-8")
     shutil.rmtree(tmp_path / "__pycache__", ignore_errors=True)  # same size, same second: a stale .pyc

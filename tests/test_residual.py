@@ -2,7 +2,6 @@
 
 import importlib.util
 
-import pandas as pd
 import pytest
 import torch
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from gapscope.experiments import Experiment
 from gapscope._io import write_atomically
+from gapscope.experiments import Experiment
 from gapscope.sweep import ResultStore, StoreError, run_sweep
 
 

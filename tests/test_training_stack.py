@@ -8,8 +8,8 @@ import torch
 
 from gapscope.ensembles import isometric_input
 from gapscope.experiments import shipped_experiments
-from gapscope.sweep import measure_table
 from gapscope.nn import AttentionStack, named_config
+from gapscope.sweep import measure_table
 from gapscope.training import LEARNING_RATES, TARGETS, failed, select_learning_rates, train_stack
 
 
