@@ -29,7 +29,7 @@ def plain(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 
 def gap_free(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    return gap_free_sdpa(q, k, v, treatment="mean")
+    return gap_free_sdpa(q, k, v, fix="mean")
 
 
 METHODS = {"plain SDPA": plain, "gap-free (mean)": gap_free}

@@ -36,12 +36,12 @@ def propagate(
     law: str = "exponential",
     sigma2: float | None = None,
     sigma_w2: float = 1.0,
-    gap_removed: bool = False,
+    fix: str = "none",
     generator: int = 0,
 ) -> Propagation:
     """X_l = A_l X_{l-1} W_l from isometric X_0 (SPEC section 5), in float64.
 
-    ``gap_removed`` uses A - 11^T/T instead of A.
+    ``fix = "mean"`` uses A - 11^T/T instead of A.
     """
     d = round(T / gamma)
     g = as_generator(generator)
@@ -50,7 +50,7 @@ def propagate(
     X = x0
     for _ in range(layers):
         A = random_markov(T, law, sigma2, generator=g)
-        if gap_removed:
+        if fix == "mean":
             A = A - 1.0 / T
         W = torch.randn((d, d), generator=g, dtype=torch.float64) * math.sqrt(sigma_w2)
         X = A @ X @ W

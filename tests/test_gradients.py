@@ -44,7 +44,7 @@ def test_closed_form_for_a_skip_block_below_a_plain_key_query_block():
     model = AttentionStack(config, generator=0)
     for block in model.layers[1:]:  # make only the top block plain
         block.config = replace(block.config, skip="none")
-        block.attention.gap = "mean"
+        block.attention.fix = "mean"
     x0 = isometric_input(7, 8, generator=1)
     fast = norms(model, x0, "closed_form", layers=[1])
     assert fast == pytest.approx(norms(model, x0, "dense", layers=[1]), rel=1e-9)

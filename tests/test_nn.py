@@ -37,17 +37,17 @@ def dense_definition(attn: Attention, x: torch.Tensor, v: torch.Tensor) -> torch
     out = []
     d_head = v.shape[-1] // attn.heads
     for h in range(attn.heads):
-        eff = remove_gap(A[h], attn.gap, k=attn.top_k, margin=attn.margin)
+        eff = remove_gap(A[h], attn.fix, k=attn.top_k, margin=attn.margin)
         out.append(eff @ v[:, h * d_head : (h + 1) * d_head])
     return torch.cat(out, dim=-1)
 
 
 @pytest.mark.parametrize("kind", ["key_query", "markov", "identity", "uniform"])
-@pytest.mark.parametrize("gap", ["none", "mean", "causal_mean", "top_k", "outliers"])
+@pytest.mark.parametrize("fix", ["none", "mean", "causal_mean", "top_k", "outliers"])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("heads", [1, 2])
-def test_every_gap_treatment_equals_its_dense_definition(kind, gap, causal, heads):
-    attn = Attention(D, kind=kind, gap=gap, heads=heads, causal=causal, T=T, dtype=torch.float64, generator=0)
+def test_every_fix_equals_its_dense_definition(kind, fix, causal, heads):
+    attn = Attention(D, kind=kind, fix=fix, heads=heads, causal=causal, T=T, dtype=torch.float64, generator=0)
     g = torch.Generator().manual_seed(1)
     x = torch.randn((T, D), generator=g, dtype=torch.float64) / math.sqrt(D)
     v = torch.randn((T, D), generator=g, dtype=torch.float64)
@@ -62,15 +62,15 @@ def test_every_gap_treatment_equals_its_dense_definition(kind, gap, causal, head
 
 def test_gap_removed_rows_sum_to_zero_and_causal_rows_too():
     x = isometric_input(T, D, dtype=torch.float64, generator=0)
-    for gap, causal in (("mean", False), ("causal_mean", True)):
-        attn = Attention(D, kind="key_query", gap=gap, causal=causal, dtype=torch.float64, generator=0)
+    for fix, causal in (("mean", False), ("causal_mean", True)):
+        attn = Attention(D, kind="key_query", fix=fix, causal=causal, dtype=torch.float64, generator=0)
         with torch.no_grad():
             _, A = attn(x, return_attention=True)
         assert float(A.sum(-1).abs().max()) < 1e-12
 
 
 def test_key_query_batches_and_float32():
-    attn = Attention(D, kind="key_query", gap="mean", heads=4, generator=0)
+    attn = Attention(D, kind="key_query", fix="mean", heads=4, generator=0)
     x = torch.randn((3, T, D), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         out = attn(x)
@@ -85,7 +85,7 @@ def dense_stack_reference(model: AttentionStack, x: torch.Tensor) -> list[torch.
     xs = [x]
     for block in model.layers:
         A = raw_attention(block.attention, xs[-1])[0]
-        A = remove_gap(A, c.gap)
+        A = remove_gap(A, c.fix)
         out = A @ (xs[-1] @ block.value.weight.T) @ block.output.weight.T
         y = {"none": out, "standard": xs[-1] + out, "upscaled": xs[-1] + out / math.sqrt(c.d)}[c.skip]
         if c.layer_norm:
@@ -109,9 +109,9 @@ def test_every_named_configuration_against_a_dense_reference(name):
 def test_named_configurations_parse_their_names():
     assert len(CONFIG_NAMES) == 25
     c = named_config("A_perp + upscaled skip + LN", T=T, d=D, depth=2)
-    assert (c.kind, c.gap, c.skip, c.layer_norm) == ("markov", "mean", "upscaled", True)
+    assert (c.kind, c.fix, c.skip, c.layer_norm) == ("markov", "mean", "upscaled", True)
     c = named_config("A(X)^⊥ + skip", T=T, d=D, depth=2, qk_init="xavier")
-    assert (c.kind, c.gap, c.skip, c.qk_init) == ("key_query", "mean", "standard", "xavier")
+    assert (c.kind, c.fix, c.skip, c.qk_init) == ("key_query", "mean", "standard", "xavier")
     assert named_config("Identity A", T=T, d=D, depth=1).kind == "identity"
     with pytest.raises(ValueError, match="unknown configuration 'B'"):
         named_config("B", T=T, d=D, depth=1)
@@ -155,8 +155,8 @@ def test_bad_arguments():
         Attention(10, heads=3)
     with pytest.raises(ValueError, match="T is required"):
         Attention(10, kind="markov")
-    with pytest.raises(ValueError, match="unknown gap 'half'"):
-        Attention(10, gap="half")
+    with pytest.raises(ValueError, match="unknown fix 'half'"):
+        Attention(10, fix="half")
     attn = Attention(8, kind="markov", T=6)
     with pytest.raises(ValueError, match="x must have T=6 tokens"):
         attn(torch.zeros(5, 8))

@@ -121,7 +121,7 @@ def test_gap_removal_keeps_stable_rank_linear_in_T(gamma, T, draws, finite_T):
     """sr(Sigma_l^perp) / T -> c_l(gamma) (Prop. 5)."""
     ratios = {1: [], 2: [], 3: []}
     for seed in range(draws):
-        run = propagate(T, gamma, 3, gap_removed=True, generator=seed)
+        run = propagate(T, gamma, 3, fix="mean", generator=seed)
         for layer, X in enumerate(run.xs, start=1):
             ratios[layer].append(float(covariance_stable_rank(X).value) / T)
     for layer, values in ratios.items():
@@ -144,7 +144,7 @@ def kronecker_gradient_norm_sq(run, layer: int) -> float:
     return float(P.norm() ** 2 * Q.norm() ** 2)
 
 
-@pytest.mark.parametrize("gap_removed", [False, True])
+@pytest.mark.parametrize("fix", ["none", "mean"])
 @pytest.mark.parametrize(
     ("T", "gamma", "depth"),
     [
@@ -155,7 +155,7 @@ def kronecker_gradient_norm_sq(run, layer: int) -> float:
         pytest.param(512, 1.0, 3, marks=pytest.mark.slow),
     ],
 )
-def test_gradient_norms(T, gamma, depth, gap_removed):
+def test_gradient_norms(T, gamma, depth, fix):
     """||dX_L/dW_l||_F^2 ~ d^L (1 + T^{1-L}) (Prop. 4) or gamma^{-L} T with the fix (Prop. 6).
 
     The fixed model loses O(1/T) of its mass to the zero singular value of each A^perp, so
@@ -163,10 +163,10 @@ def test_gradient_norms(T, gamma, depth, gap_removed):
     draws = 8
     norms = {layer: [] for layer in range(1, depth + 1)}
     for seed in range(draws):
-        run = propagate(T, gamma, depth, gap_removed=gap_removed, generator=seed)
+        run = propagate(T, gamma, depth, fix=fix, generator=seed)
         for layer in norms:
             norms[layer].append(kronecker_gradient_norm_sq(run, layer))
-    predicted = gradient_norm_sq(T, depth, gamma, gap_removed=gap_removed)
+    predicted = gradient_norm_sq(T, depth, gamma, fix=fix)
     for values in norms.values():
         within(np.array(values), predicted, finite_T=5 / T)
 
@@ -213,9 +213,7 @@ def test_covariance_and_jacobian_bulk_moments(law, sigma2, sigma_w2, gamma, T, d
     cov = {layer: [] for layer in (1, 2, 3)}
     jac = {layer: [] for layer in (1, 2, 3)}
     for seed in range(draws):
-        run = propagate(
-            T, gamma, 3, law=law, sigma2=sigma2, sigma_w2=sigma_w2, gap_removed=True, generator=seed
-        )
+        run = propagate(T, gamma, 3, law=law, sigma2=sigma2, sigma_w2=sigma_w2, fix="mean", generator=seed)
         a_prod = torch.eye(T, dtype=torch.float64)
         w_prod = torch.eye(run.x0.shape[1], dtype=torch.float64)
         for layer, X in enumerate(run.xs, start=1):

@@ -132,7 +132,7 @@ def _closed_form(model: AttentionStack, x0: torch.Tensor, layer: int) -> float |
                 O = O @ block.value.weight.mT @ block.output.weight.mT
             return float(P.norm() ** 2 * O.norm() ** 2)
         (top, *rest) = above
-        if not rest and _is_plain(top) and top.config.gap in ("none", "mean", "causal_mean"):
+        if not rest and _is_plain(top) and top.config.fix in ("none", "mean", "causal_mean"):
             return _one_softmax_block(top, xs[layer], P, O)
         return None
 

@@ -61,7 +61,7 @@ def _plot_gradient_width(table: pd.DataFrame) -> MplFigure:
     ax.plot(Ts, [gradient_norm_sq(int(T), 1, gamma, sigma2) for T in Ts], "k--", label="d (1 + sigma^2)")
     ax.plot(
         Ts,
-        [gradient_norm_sq(int(T), 1, gamma, sigma2, gap_removed=True) for T in Ts],
+        [gradient_norm_sq(int(T), 1, gamma, sigma2, fix="mean") for T in Ts],
         "k:",
         label="d sigma^2",
     )
@@ -78,7 +78,7 @@ def _verdict_gradient_width(table: pd.DataFrame) -> list[Verdict]:
     out = []
     for config, fixed in (("A", False), ("A^⊥", True)):
         if config in at:
-            predicted = gradient_norm_sq(Tmax, 1, gamma, sigma2, gap_removed=fixed)
+            predicted = gradient_norm_sq(Tmax, 1, gamma, sigma2, fix="mean" if fixed else "none")
             out.append(
                 Verdict(
                     f"{config}: ||dX_1/dW_1||_F^2 = d ||A||_F^2 -> "
@@ -137,7 +137,7 @@ def _plot_gradient_depth(table: pd.DataFrame) -> MplFigure:
     ax.plot(Ls, [gradient_norm_sq(T, int(L), gamma, sigma2) for L in Ls], "k--", lw=1, label="theory, A")
     ax.plot(
         Ls,
-        [gradient_norm_sq(T, int(L), gamma, sigma2, gap_removed=True) for L in Ls],
+        [gradient_norm_sq(T, int(L), gamma, sigma2, fix="mean") for L in Ls],
         "k:",
         label="theory, A^perp",
     )

@@ -1,7 +1,7 @@
 """Numerics on torch tensors: spectra (dense and matrix-free), the spectral gap, and
 collapse metrics of token representations. Batched over leading dimensions."""
 
-from gapscope.linalg.gap import GAP_TREATMENTS, SpectralGap, causal_uniform, remove_gap, spectral_gap
+from gapscope.linalg.gap import FIXES, SpectralGap, causal_uniform, remove_gap, spectral_gap
 from gapscope.linalg.metrics import (
     StableRank,
     collapse_metrics,
@@ -27,7 +27,7 @@ from gapscope.linalg.spectra import (
 )
 
 __all__ = [
-    "GAP_TREATMENTS",
+    "FIXES",
     "causal_uniform",
     "remove_gap",
     "MatrixFreeOperator",

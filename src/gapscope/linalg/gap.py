@@ -113,7 +113,7 @@ class SpectralGap:
             "abs_lambda1": float(self.abs_lambda1),
             "abs_lambda2": float(self.abs_lambda2),
             "sqrt_T_abs_lambda2": float(self.sqrt_T_abs_lambda2),
-            "gap_ratio": float(self.gap_ratio),
+            "gap_ratio": float(self.fix_ratio),
             "sigma2": float(self.sigma2),
             "sigma2_source": self.sigma2_source,
             "margin": self.margin,
@@ -232,7 +232,7 @@ def spectral_gap(
     return SpectralGap(T, sv_values, ev_values, given, "given", margin, converged)
 
 
-GAP_TREATMENTS = ("none", "mean", "causal_mean", "top_k", "outliers")
+FIXES = ("none", "mean", "causal_mean", "top_k", "outliers")
 
 
 def causal_uniform(T: int, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -243,12 +243,12 @@ def causal_uniform(T: int, *, dtype: torch.dtype = torch.float64) -> torch.Tenso
 
 def remove_gap(
     A: torch.Tensor,
-    treatment: str = "mean",
+    fix: str = "mean",
     *,
     k: int = 1,
     margin: float = 0.1,
 ) -> torch.Tensor:
-    """Dense definitions of the gap treatments of Mind the Gap (SPEC section 5).
+    """Dense definitions of the gap fixes of Mind the Gap (SPEC section 5).
 
     * ``mean``: A - 11^T/T (the paper's A^perp);
     * ``causal_mean``: A - U_c, the causal uniform matrix removed;
@@ -260,16 +260,16 @@ def remove_gap(
     from gapscope._checks import check_choice, check_int
 
     A = check_tensor(A, "A", square=True)
-    check_choice(treatment, "treatment", GAP_TREATMENTS)
+    check_choice(fix, "fix", FIXES)
     T = A.shape[-1]
-    if treatment == "none":
+    if fix == "none":
         return A
-    if treatment == "mean":
+    if fix == "mean":
         return A - 1.0 / T
-    if treatment == "causal_mean":
+    if fix == "causal_mean":
         return A - causal_uniform(T, dtype=A.dtype).to(A.device)
     U, S, Vh = torch.linalg.svd(A)
-    if treatment == "top_k":
+    if fix == "top_k":
         keep = torch.arange(T, device=A.device) >= check_int(k, "k", minimum=0)
         keep = keep.expand(S.shape)
     else:

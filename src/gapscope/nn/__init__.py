@@ -1,4 +1,4 @@
-"""torch modules: the attention layer with independent kind and gap treatment, the
+"""torch modules: the attention layer with independent kind and gap fix, the
 attention-only stack of Mind the Gap with its named configurations, and the
 reparameterised value projections of Record Straight."""
 

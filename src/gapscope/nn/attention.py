@@ -1,16 +1,16 @@
-"""One attention layer whose kind and gap treatment are independent options (Mind the Gap, section 5).
+"""One attention layer whose kind and gap fix are independent options (Mind the Gap, section 5).
 
 Kinds: ``key_query`` (softmax(X W_Q W_K^T X^T / sqrt(dk)) per head), ``markov`` (a fixed,
 input-independent Random Markov matrix per head: softmax of T x T logits drawn from an
 entry law), ``identity`` (a T x T matrix initialised to I, no softmax: the paper's
 "Identity A") and ``uniform`` (11^T/T, or the causal uniform matrix).
 
-Gap treatments: ``none``; ``mean`` (A - 11^T/T, applied as A V minus the token mean of
+Fixes (``fix``): ``none``; ``mean`` (A - 11^T/T, applied as A V minus the token mean of
 V); ``causal_mean`` (A - U_c, applied as A V minus the running mean of V); ``top_k``
 (remove the top k singular triplets of A) and ``outliers`` (remove every triplet above
 the bulk edge). The first three never form a T x T matrix for key-query attention:
 the output comes from torch's scaled_dot_product_attention and the correction acts
-on V. A T x T matrix exists only when the treatment needs it or the caller asks.
+on V. A T x T matrix exists only when the fix needs it or the caller asks.
 """
 
 from __future__ import annotations
@@ -24,19 +24,19 @@ from torch import nn
 
 from gapscope._checks import as_generator, check_choice, check_int, check_positive
 from gapscope.ensembles import entry_law, key_query_std
-from gapscope.linalg.gap import GAP_TREATMENTS, causal_uniform, remove_gap
+from gapscope.linalg.gap import FIXES, causal_uniform, remove_gap
 
 ATTENTION_KINDS = ("key_query", "markov", "identity", "uniform")
 
 
-def subtract_value_mean(out: torch.Tensor, v: torch.Tensor, treatment: str) -> torch.Tensor:
+def subtract_value_mean(out: torch.Tensor, v: torch.Tensor, fix: str) -> torch.Tensor:
     """A V -> (A - 11^T/T) V or (A - U_c) V, acting on the values only (SPEC section 5).
 
     ``mean`` subtracts the token mean of V from every row; ``causal_mean`` subtracts
     from row i the mean of the first i values. ``v`` has shape (..., T, d). When
     ``out`` needs no gradient it is updated in place, so no second output is allocated.
     """
-    if treatment == "mean":
+    if fix == "mean":
         correction = v.mean(dim=-2, keepdim=True)
     else:
         counts = torch.arange(1, v.shape[-2] + 1, dtype=v.dtype, device=v.device).unsqueeze(-1)
@@ -51,22 +51,22 @@ def gap_free_sdpa(
     k: torch.Tensor,
     v: torch.Tensor,
     *,
-    treatment: str = "mean",
+    fix: str = "mean",
     is_causal: bool = False,
     scale: float | None = None,
 ) -> torch.Tensor:
     """torch's scaled_dot_product_attention with the gap removed from its output (SPEC section 5).
 
-    ``treatment`` 'mean' gives (A - 11^T/T) V and 'causal_mean' gives (A - U_c) V; no
+    ``fix`` 'mean' gives (A - 11^T/T) V and 'causal_mean' gives (A - U_c) V; no
     T x T matrix is formed. Shapes as for scaled_dot_product_attention.
     """
-    check_choice(treatment, "treatment", ("none", "mean", "causal_mean"))
+    check_choice(fix, "fix", ("none", "mean", "causal_mean"))
     out = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, scale=scale)
-    return out if treatment == "none" else subtract_value_mean(out, v, treatment)
+    return out if fix == "none" else subtract_value_mean(out, v, fix)
 
 
 class Attention(nn.Module):
-    """Multi-head attention of a chosen kind with a chosen gap treatment.
+    """Multi-head attention of a chosen kind with a chosen gap fix.
 
     ``forward(x, v)`` returns A(x) v per head (v defaults to x), shape (..., T, d).
     ``T`` is needed for the input-independent kinds, whose matrix has a fixed size.
@@ -77,7 +77,7 @@ class Attention(nn.Module):
         d: int,
         *,
         kind: str = "key_query",
-        gap: str = "none",
+        fix: str = "none",
         heads: int = 1,
         causal: bool = False,
         T: int | None = None,
@@ -93,7 +93,7 @@ class Attention(nn.Module):
         super().__init__()
         self.d = check_int(d, "d", minimum=1)
         self.kind = check_choice(kind, "kind", ATTENTION_KINDS)
-        self.gap = check_choice(gap, "gap", GAP_TREATMENTS)
+        self.fix = check_choice(fix, "fix", FIXES)
         self.heads = check_int(heads, "heads", minimum=1)
         if d % heads:
             raise ValueError(f"d must be divisible by heads, got d={d}, heads={heads}")
@@ -133,7 +133,7 @@ class Attention(nn.Module):
             raise ValueError(f"x must have T={self.T} tokens for this {self.kind!r} attention, got {T}")
 
     def attention_matrix(self, x: torch.Tensor) -> torch.Tensor:
-        """The attention before any gap treatment, shape (..., heads, T, T)."""
+        """The attention before any gap fix, shape (..., heads, T, T)."""
         T = x.shape[-2]
         self._check_length(T)
         mask = torch.ones((T, T), dtype=torch.bool, device=x.device).tril() if self.causal else None
@@ -154,8 +154,8 @@ class Attention(nn.Module):
         return torch.softmax(logits, dim=-1)
 
     def effective_attention(self, x: torch.Tensor) -> torch.Tensor:
-        """The matrix the layer applies, gap treatment included (..., heads, T, T)."""
-        return remove_gap(self.attention_matrix(x), self.gap, k=self.top_k, margin=self.margin)
+        """The matrix the layer applies, gap fix included (..., heads, T, T)."""
+        return remove_gap(self.attention_matrix(x), self.fix, k=self.top_k, margin=self.margin)
 
     def forward(
         self, x: torch.Tensor, v: torch.Tensor | None = None, *, return_attention: bool = False
@@ -164,17 +164,15 @@ class Attention(nn.Module):
             raise ValueError(f"x must have last dimension d={self.d}, got shape {tuple(x.shape)}")
         v = x if v is None else v
         vh = self._split(v)
-        fused = self.kind == "key_query" and self.gap in ("none", "mean", "causal_mean")
+        fused = self.kind == "key_query" and self.fix in ("none", "mean", "causal_mean")
         if fused and not return_attention:
             q = x.unsqueeze(-3) @ self.w_q
             k = x.unsqueeze(-3) @ self.w_k
             scale = 1 / math.sqrt(self.dk)
-            return self._merge(
-                gap_free_sdpa(q, k, vh, treatment=self.gap, is_causal=self.causal, scale=scale)
-            )
-        if self.gap in ("mean", "causal_mean") and not return_attention:
+            return self._merge(gap_free_sdpa(q, k, vh, fix=self.fix, is_causal=self.causal, scale=scale))
+        if self.fix in ("mean", "causal_mean") and not return_attention:
             self._check_length(x.shape[-2])
-            out = subtract_value_mean(self.attention_matrix(x) @ vh, vh, self.gap)
+            out = subtract_value_mean(self.attention_matrix(x) @ vh, vh, self.fix)
             return self._merge(out)
         A = self.effective_attention(x)
         out = self._merge(A @ vh)

@@ -44,7 +44,7 @@ class StackConfig:
     d: int
     depth: int
     kind: str = "markov"
-    gap: str = "none"
+    fix: str = "none"
     heads: int = 1
     causal: bool = False
     law: str = "lognormal"
@@ -91,7 +91,7 @@ class Block(nn.Module):
         self.attention = Attention(
             c.d,
             kind=c.kind,
-            gap=c.gap,
+            fix=c.fix,
             heads=c.heads,
             causal=c.causal,
             T=c.T,
@@ -198,11 +198,11 @@ def paper_stable_rank(X: torch.Tensor) -> torch.Tensor:
 # --- the paper's named configurations --------------------------------------------------------
 
 _BASES: dict[str, dict[str, Any]] = {
-    "A": {"kind": "markov", "gap": "none"},
-    "A^⊥": {"kind": "markov", "gap": "mean"},
-    "A(X)": {"kind": "key_query", "gap": "none"},
-    "A(X)^⊥": {"kind": "key_query", "gap": "mean"},
-    "Identity A": {"kind": "identity", "gap": "none"},
+    "A": {"kind": "markov", "fix": "none"},
+    "A^⊥": {"kind": "markov", "fix": "mean"},
+    "A(X)": {"kind": "key_query", "fix": "none"},
+    "A(X)^⊥": {"kind": "key_query", "fix": "mean"},
+    "Identity A": {"kind": "identity", "fix": "none"},
 }
 _MODIFIERS: dict[str, dict[str, Any]] = {
     "LN": {"layer_norm": True},

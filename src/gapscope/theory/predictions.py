@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from gapscope._checks import check_int, check_positive
+from gapscope._checks import check_choice, check_int, check_positive
 from gapscope.theory.laws import FreeMPProduct, fuss_catalan
 
 # --- section 3: key-query attention at initialisation --------------------------------------
@@ -121,7 +121,7 @@ def gradient_norm_sq(
     sigma2: float = 1.0,
     sigma_w2: float = 1.0,
     *,
-    gap_removed: bool = False,
+    fix: str = "none",
 ) -> float:
     """Predicted ||dX_L / dW_l||_F^2 for input-independent attention, any l <= L (SPEC section 7).
 
@@ -134,7 +134,7 @@ def gradient_norm_sq(
     gamma = check_positive(gamma, "gamma")
     sigma2 = check_positive(sigma2, "sigma2")
     sigma_w2 = check_positive(sigma_w2, "sigma_w2")
-    if gap_removed:
+    if check_choice(fix, "fix", ("none", "mean")) == "mean":
         return sigma2**L * sigma_w2 ** (L - 1) * gamma ** (-L) * T
     d = T / gamma
     return sigma_w2 ** (L - 1) * d**L * (1 + sigma2**L * float(T) ** (1 - L))
