@@ -113,7 +113,7 @@ class SpectralGap:
             "abs_lambda1": float(self.abs_lambda1),
             "abs_lambda2": float(self.abs_lambda2),
             "sqrt_T_abs_lambda2": float(self.sqrt_T_abs_lambda2),
-            "gap_ratio": float(self.fix_ratio),
+            "gap_ratio": float(self.gap_ratio),
             "sigma2": float(self.sigma2),
             "sigma2_source": self.sigma2_source,
             "margin": self.margin,
