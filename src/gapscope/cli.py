@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
 import time
 from enum import Enum
 from pathlib import Path
@@ -14,9 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from gapscope import __version__
-from gapscope.experiments.measurements import sample_attention
+from gapscope._checks import check_int
 from gapscope.linalg import spectral_gap
-from gapscope.theory import scaled_second_eigenvalue, scaled_second_singular_value, top_singular_value
+from gapscope.theory import predicted_gap_summary
 
 app = typer.Typer(help="gapscope: spectral analysis of signal propagation in attention layers.")
 console = Console()
@@ -53,19 +53,42 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
+GIB = 2**30
+DENSE_CAP = 8 * GIB
+
+
+def _memory_limit() -> tuple[int, str]:
+    """The most memory ``spectrum`` may ask for: 8 GiB, or half the available memory if less."""
+    available = None
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    if available is None or available // 2 >= DENSE_CAP:
+        return DENSE_CAP, "8 GiB"
+    return available // 2, f"half the available memory, {available / GIB:.1f} GiB"
+
+
 @app.command()
 def spectrum(
     law: Annotated[Law, typer.Option(help="Entry law of the Random Markov matrix.")] = Law.lognormal,
     sigma2: Annotated[
         float | None, typer.Option(help="Normalised variance of the entries (lognormal, gamma, bernoulli).")
     ] = None,
-    T: Annotated[int, typer.Option("--T", help="Number of tokens (matrix size).")] = 1000,
+    T: Annotated[
+        int,
+        typer.Option(
+            "--T",
+            help="Number of tokens (matrix size). The spectrum is dense: sizes whose estimated memory "
+            "exceeds 8 GiB (or half the available memory, if less) are refused.",
+        ),
+    ] = 1000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     kq: Annotated[
         KeyQueryInit | None, typer.Option(help="Sample key-query attention with this init instead.")
     ] = None,
     d: Annotated[int | None, typer.Option(help="Width of the input (key-query; default T).")] = None,
-    dk: Annotated[int | None, typer.Option(help="Key/query width (key-query; default d).")] = None,
+    dk: Annotated[int | None, typer.Option(help="Key/query width, >= 1 (key-query; default d).")] = None,
     input_kind: Annotated[
         InputKind, typer.Option("--input", help="Key-query input: isometric or unit Gaussian rows.")
     ] = InputKind.isometric,
@@ -73,6 +96,8 @@ def spectrum(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Sample attention at initialisation and compare its spectral gap with the theory (SPEC section 4)."""
+    from gapscope.ensembles import dense_attention_bytes, sample_attention
+
     if kq is None:
         described: dict[str, Any] = {"kind": "random_markov", "law": law.value, "sigma2": sigma2}
     else:
@@ -81,22 +106,35 @@ def spectrum(
         described["input"] = input_kind.value
     described |= {"T": T, "seed": seed}
     try:
-        A, predicted_sigma2 = sample_attention(described)
+        check_int(T, "T", minimum=2)
+        for name, value in (("d", d), ("dk", dk)):
+            if value is not None:
+                check_int(value, name, minimum=1)
+        needed = dense_attention_bytes(T, kq=None if kq is None else kq.value, d=d, dk=dk)
+        limit, stated = _memory_limit()
+        if needed > limit:
+            raise ValueError(
+                f"T = {T} needs about {needed / GIB:.1f} GiB for the dense spectrum, above the limit of "
+                f"{limit / GIB:.1f} GiB ({stated}); choose a smaller --T"
+            )
+        if needed > GIB:
+            notices.print(f"T = {T}: the dense spectrum needs about {needed / GIB:.1f} GiB", style="yellow")
+        A, predicted_sigma2 = sample_attention(
+            T=T,
+            seed=seed,
+            law=law.value,
+            sigma2=sigma2,
+            kq=None if kq is None else kq.value,
+            d=d,
+            dk=dk,
+            input=input_kind.value,
+        )
         gap = spectral_gap(A)
     except (ValueError, TypeError) as err:
         _fail(str(err))
         return
     summary = gap.to_dict()
-    predicted = {
-        "s1": top_singular_value(predicted_sigma2, T),
-        "sqrt_T_s2": scaled_second_singular_value(predicted_sigma2),
-        "abs_lambda1": 1.0,
-        "sqrt_T_abs_lambda2": scaled_second_eigenvalue(predicted_sigma2),
-        "sigma2": predicted_sigma2,
-        "gap_ratio": math.sqrt(T) / scaled_second_singular_value(predicted_sigma2),
-        "singular_outliers": 1,
-        "eigen_outliers": 1,
-    }
+    predicted = predicted_gap_summary(predicted_sigma2, T)
     figures: list[str] = []
     if out is not None:
         from gapscope.plot import save_figure, spectrum_figure
@@ -114,12 +152,12 @@ def spectrum(
     rows = [
         ("s1", summary["s1"], predicted["s1"]),
         ("sqrt(T) s2", summary["sqrt_T_s2"], predicted["sqrt_T_s2"]),
-        ("|lambda1|", summary["abs_lambda1"], 1.0),
+        ("|lambda1|", summary["abs_lambda1"], predicted["abs_lambda1"]),
         ("sqrt(T) |lambda2|", summary["sqrt_T_abs_lambda2"], predicted["sqrt_T_abs_lambda2"]),
-        ("sigma2 (mean sv^2 of sqrt(T) A_perp)", summary["sigma2"], predicted_sigma2),
+        ("sigma2 (mean sv^2 of sqrt(T) A_perp)", summary["sigma2"], predicted["sigma2"]),
         ("gap ratio s1/s2", summary["gap_ratio"], predicted["gap_ratio"]),
-        ("singular outliers", len(summary["singular_outliers"]), 1),
-        ("eigenvalue outliers", len(summary["eigen_outliers"]), 1),
+        ("singular outliers", len(summary["singular_outliers"]), predicted["singular_outliers"]),
+        ("eigenvalue outliers", len(summary["eigen_outliers"]), predicted["eigen_outliers"]),
     ]
     for name, measured, theory in rows:
         table.add_row(name, f"{measured:.6g}", f"{theory:.6g}")
