@@ -37,7 +37,8 @@ def takes_pixels(model: Any) -> bool:
 
 
 def random_inputs(model: Any, source: str, T: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """One random input of length T, batch 1: uniform token ids ('random-tokens'), Gaussian
+    """One random input of length T, batch 1: uniform token ids ('random-tokens'; a drawn
+    padding token becomes the next id, as padding embeddings may be zero), Gaussian
     embeddings with entries of std 10/sqrt(d) ('random-embeddings'), or, for a model that
     reads images, one Gaussian image of the configured size (T then follows from the patches)."""
     config = model.config
@@ -50,7 +51,11 @@ def random_inputs(model: Any, source: str, T: int, generator: torch.Generator) -
         shape = (1, config.num_channels, size, size)
         return {"pixel_values": torch.randn(shape, generator=generator)}
     if source == "random-tokens":
-        return {"input_ids": torch.randint(0, config.vocab_size, (1, T), generator=generator)}
+        ids = torch.randint(0, config.vocab_size, (1, T), generator=generator)
+        pad = getattr(config, "pad_token_id", None)
+        if isinstance(pad, int) and 0 <= pad < config.vocab_size:  # its embedding may be zero
+            ids[ids == pad] = (pad + 1) % config.vocab_size
+        return {"input_ids": ids}
     width = config.hidden_size
     return {"inputs_embeds": torch.randn((1, T, width), generator=generator) / math.sqrt(width) * 10}
 
