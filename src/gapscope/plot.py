@@ -77,16 +77,20 @@ DIAGNOSIS_PANELS = (
 
 
 def diagnosis_figure(table: pd.DataFrame, title: str = "") -> Figure:
-    """The per-layer story of :func:`gapscope.hf.diagnose`: head summaries (median over heads
-    and runs, band from the 10th to the 90th percentile) and the collapse metrics of the
-    hidden states, with and without the gap fix."""
+    """The per-layer story of :func:`gapscope.hf.diagnose.diagnose`: head summaries (median
+    over heads and runs, band from the 10th to the 90th percentile) and the collapse metrics
+    of the hidden states, as built ('none') and with the applied fix ('mean' or 'causal')."""
     fig, axes = plt.subplots(2, 3, figsize=(14, 7.5))
     for ax, (kind, column, label) in zip(axes.flat, DIAGNOSIS_PANELS, strict=True):
         rows = table[table["kind"] == kind]
         for fix, part in rows.groupby("fix"):
             stats = part.groupby("layer")[column].quantile([0.1, 0.5, 0.9]).unstack()
             line = ax.plot(
-                stats.index, stats[0.5], "o-", ms=3, label="with the fix" if fix == "fix" else "as built"
+                stats.index,
+                stats[0.5],
+                "o-",
+                ms=3,
+                label="as built" if fix == "none" else f"with the {fix} fix",
             )
             ax.fill_between(stats.index, stats[0.1], stats[0.9], color=line[0].get_color(), alpha=0.2)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -1,5 +1,11 @@
 """Real architectures through Hugging Face transformers (extra ``hf``): models built offline
-from configs, and gapscope's attention implementations registered in transformers' registry."""
+from configs, and gapscope's attention implementations registered in transformers' registry.
+
+Importing this package registers ``gapscope_capture`` and ``gapscope_gap_free`` (when
+transformers is installed; otherwise the first function that needs it says what to install).
+"""
+
+import contextlib
 
 from gapscope.hf.attention import (
     CAPTURE,
@@ -12,6 +18,10 @@ from gapscope.hf.attention import (
     register,
 )
 from gapscope.hf.models import MODEL_NAMES, build_model, model_config
+from gapscope.hf.probe import is_causal, max_positions
+
+with contextlib.suppress(ImportError):
+    register()
 
 __all__ = [
     "CAPTURE",
@@ -22,6 +32,8 @@ __all__ = [
     "build_model",
     "capture_attention",
     "gap_free_attention",
+    "is_causal",
+    "max_positions",
     "model_config",
     "recording",
     "register",

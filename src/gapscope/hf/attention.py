@@ -9,7 +9,8 @@ arrive):
   bidirectional model with padding this subtracts the mean of V over the valid keys; for
   a causal model it subtracts the running (causal) mean, the fixes of Mind the Gap,
   section 5 (SPEC section 5). No T x T matrix is formed when no mask is passed.
-* ``gapscope_capture``: the attention written out (scores, mask, float32 softmax, dropout),
+* ``gapscope_capture``: the attention written out (scores, optional soft-capping, mask,
+  float32 softmax, dropout),
   recording each layer's matrix or its spectral summary in the active
   :class:`AttentionRecorder`; it can apply the same gap fix, so a model can be captured
   with and without it. With the fix off it matches eager attention.
@@ -176,11 +177,19 @@ def capture_attention(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Attention written out, recorded in the active recorders, optionally gap-free."""
+    if kwargs.get("s_aux") is not None:
+        raise ValueError(
+            "attention sinks (s_aux) are not supported by gapscope_capture: rows would not sum to 1"
+        )
     key, value = _expand_kv(module, key, value)
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
-    if attention_mask is None and _ACTIVE and all(recorder.keep == "summary" for recorder in _ACTIVE):
+    softcap = kwargs.get("softcap")
+    summary_only = _ACTIVE and all(recorder.keep == "summary" for recorder in _ACTIVE)
+    if attention_mask is None and softcap is None and summary_only:
         return _summarised_attention(module, query, key, value, scale, dropout)
     scores = (query @ key.transpose(-2, -1)) * scale
+    if softcap is not None:  # logit soft-capping as in Gemma 2's eager attention
+        scores = torch.tanh(scores / softcap) * softcap
     allowed = allowed_keys(module, query, key, attention_mask)
     if allowed is not None:
         scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
@@ -196,7 +205,11 @@ def capture_attention(
 
 
 def register() -> None:
-    """Register gapscope's attention implementations with transformers (idempotent)."""
+    """Register gapscope's attention implementations with transformers.
+
+    ``import gapscope.hf`` calls it, so ``model.set_attn_implementation(GAP_FREE)`` works
+    right after the import. Calling it again registers the same functions again: harmless.
+    """
     require_transformers()
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask

@@ -56,7 +56,7 @@ def load_pretrained(name_or_path: str, *, allow_pickle: bool = False) -> tuple[A
             for needed in ("gguf", "accelerate"):
                 if importlib.util.find_spec(needed) is None:
                     raise ImportError(f"{name_or_path} needs the package {needed!r}: pip install {needed}")
-        extra = {"gguf_file": gguf} if gguf else {}
+        extra: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
         model = AutoModel.from_pretrained(folder, local_files_only=True, **extra)
         return model.eval(), AutoTokenizer.from_pretrained(folder, local_files_only=True, **extra)
     folder = Path(name_or_path)
@@ -64,13 +64,28 @@ def load_pretrained(name_or_path: str, *, allow_pickle: bool = False) -> tuple[A
         raise ValueError(
             f"model must be one of {sorted(PRETRAINED)} or a folder with config.json; got {name_or_path!r}"
         )
-    if not allow_pickle and not list(folder.glob("*.safetensors")):
+    weights = sorted(folder.glob("*.safetensors"))
+    if not allow_pickle and not weights:
         raise ValueError(f"{folder} has no safetensors weights; pass allow_pickle=True to load pickled ones")
+    for path in weights:
+        check_safetensors(path)
     model = AutoModel.from_pretrained(folder, local_files_only=True, use_safetensors=not allow_pickle)
     tokenizer: Any = None
     if any((folder / name).exists() for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     return model.eval(), tokenizer
+
+
+def check_safetensors(path: Path) -> None:
+    """Raise ValueError naming ``path`` when it is not a readable safetensors file
+    (truncated, or not safetensors at all), before transformers tries to load it."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    except Exception as err:  # safetensors raises its own error types (and OSError) for bad files
+        raise ValueError(f"model: {path} is not a valid safetensors file ({err})") from err
 
 
 def gpt2_tokenizer() -> Any:
@@ -87,18 +102,29 @@ def gpt2_tokenizer() -> Any:
     )
 
 
-def model_and_tokenizer(name: str, *, seed: int = 0, tiny: bool = False) -> tuple[Any, Any]:
+def model_and_tokenizer(
+    name: str, *, seed: int = 0, tiny: bool = False, with_tokenizer: bool = True
+) -> tuple[Any, Any]:
     """(model, tokenizer or None) for a random-init name, a shipped pretrained name or a folder.
 
     Random-init RoBERTa and GPT-2 get GPT-2's BPE (RoBERTa's vocabulary extends it), BERT and
     TinyBERT the WordPiece vocabulary shipped with all-MiniLM-L6-v2; the others get none.
+    ``with_tokenizer=False`` skips the tokenizer packages of the random-init names.
     """
     from gapscope.hf.models import MODEL_NAMES, build_model
 
-    if name in PRETRAINED or name not in MODEL_NAMES:
+    if name not in MODEL_NAMES:
+        if name not in PRETRAINED and not (Path(name) / "config.json").is_file():
+            known = [*MODEL_NAMES, *PRETRAINED]
+            raise ValueError(
+                f"model must be one of {known} or a local folder with config.json and safetensors "
+                f"weights; got {name!r}"
+            )
+        if tiny:
+            raise ValueError(f"tiny applies to the random-init names {list(MODEL_NAMES)}, not to {name!r}")
         return load_pretrained(name)
     model = build_model(name, seed=seed, tiny=tiny)
-    if tiny:
+    if tiny or not with_tokenizer:
         return model, None
     if name in ("roberta-base", "gpt2"):
         return model, gpt2_tokenizer()

@@ -69,6 +69,29 @@ def product_scaled_second_singular_value(sigma2: float, layers: int) -> float:
     return sigma2 ** (l / 2) * math.sqrt((l + 1) ** (l + 1) / l**l)
 
 
+def predicted_gap_summary(sigma2: float, T: int) -> dict[str, float]:
+    """What Mind the Gap's Thm 2 predicts for one T x T Random Markov matrix of normalised
+    variance sigma^2 (SPEC section 4), keyed like :meth:`gapscope.linalg.SpectralGap.to_dict`.
+
+    The top singular value is 1 + sigma^2/(2T) and the top eigenvalue is exactly 1; the bulk
+    sits at the 1/sqrt(T) scale, with sqrt(T) s_2 -> 2 sigma (quarter-circle edge) and
+    sqrt(T) |lambda_2| -> sigma (circular-law radius). Hence the gap ratio
+    s_1/s_2 ~ sqrt(T) / (2 sigma), and exactly one outlier in each spectrum.
+    """
+    sigma2 = check_positive(sigma2, "sigma2")
+    T = check_int(T, "T", minimum=2)
+    return {
+        "s1": top_singular_value(sigma2, T),
+        "sqrt_T_s2": scaled_second_singular_value(sigma2),
+        "abs_lambda1": 1.0,
+        "sqrt_T_abs_lambda2": scaled_second_eigenvalue(sigma2),
+        "sigma2": sigma2,
+        "gap_ratio": math.sqrt(T) / scaled_second_singular_value(sigma2),
+        "singular_outliers": 1,
+        "eigen_outliers": 1,
+    }
+
+
 # --- section 6: rank collapse in width ----------------------------------------------------
 
 
