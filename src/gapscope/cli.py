@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gapscope import __version__
@@ -48,7 +49,8 @@ def main() -> None:
 
 
 def _fail(message: str) -> None:
-    notices.print(f"[red]error:[/red] {message}", highlight=False)
+    # escaped: messages name TOML tables ([grid], [fixed]) that rich would take for markup
+    notices.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     raise typer.Exit(code=2)
 
 
@@ -150,10 +152,20 @@ def _print_sections(sections: list[Any], as_json: bool, extra: dict[str, Any], c
     colour = {"supported": "green", "known not to reproduce": "yellow"}
     for section in sections:
         if section.error:
-            table.add_row(section.name, "[red]did not finish[/red]", "", section.error, "[red]error[/red]")
+            table.add_row(
+                escape(section.name),
+                "[red]did not finish[/red]",
+                "",
+                escape(section.error),
+                "[red]error[/red]",
+            )
         for v in section.verdicts:
             table.add_row(
-                section.name, v.claim, v.predicted, v.measured, f"[{colour.get(v.status, 'red')}]{v.status}"
+                escape(section.name),
+                escape(v.claim),
+                escape(v.predicted),
+                escape(v.measured),
+                f"[{colour.get(v.status, 'red')}]{v.status}",
             )
     console.print(table)
     for key, value in extra.items():
@@ -234,7 +246,7 @@ def _sweep_and_report(
             from gapscope.report import error_text
 
             errors[experiment.name] = error_text(err)
-            notices.print(f"{experiment.name} did not finish: {errors[experiment.name]}", style="red")
+            notices.print(f"{experiment.name} did not finish: {escape(errors[experiment.name])}", style="red")
         timings[experiment.name] = round(time.perf_counter() - start, 2)
     try:
         path, sections = write_report(out, errors)
