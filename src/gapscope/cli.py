@@ -267,6 +267,16 @@ def _sweep_options(
     local: bool,
     device: str,
 ) -> dict[str, Any]:
+    import warnings
+
+    from gapscope._checks import resolve_device
+
+    try:  # bad input before any cell runs (exit 2), not a crash of every experiment (exit 3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the sweep itself warns once when CUDA is missing
+            resolve_device(device, "--device")
+    except ValueError as err:
+        _fail(str(err))
     return _executor_options(executor, scheduler, partition, minutes, local) | {
         "device": device,
         "workers": workers,
