@@ -180,6 +180,8 @@ class Experiment:
                 data = tomllib.load(handle)
         except tomllib.TOMLDecodeError as err:
             raise ExperimentFileError(f"{path}: not valid TOML: {err}") from None
+        except UnicodeDecodeError as err:
+            raise ExperimentFileError(f"{path}: not valid TOML: a TOML file is UTF-8 text ({err})") from None
         return cls.from_dict(data, source=str(path), base=path.parent.resolve())
 
     @property
