@@ -24,7 +24,7 @@ class _Required:
 
 
 REQUIRED: Any = _Required()
-KINDS = {"int": int, "float": float, "str": str, "bool": bool}
+KINDS: dict[str, Any] = {"int": int, "float": float, "str": str, "bool": bool}
 
 
 @dataclass(frozen=True)
