@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gapscope import __version__
@@ -50,7 +51,8 @@ def main() -> None:
 
 
 def _fail(message: str) -> None:
-    notices.print(f"[red]error:[/red] {message}", highlight=False)
+    # escaped: messages name TOML tables ([grid], [fixed]) that rich would take for markup
+    notices.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     raise typer.Exit(code=2)
 
 
@@ -187,10 +189,20 @@ def _print_sections(sections: list[Any], as_json: bool, extra: dict[str, Any], c
     colour = {"supported": "green", "known not to reproduce": "yellow"}
     for section in sections:
         if section.error:
-            table.add_row(section.name, "[red]did not finish[/red]", "", section.error, "[red]error[/red]")
+            table.add_row(
+                escape(section.name),
+                "[red]did not finish[/red]",
+                "",
+                escape(section.error),
+                "[red]error[/red]",
+            )
         for v in section.verdicts:
             table.add_row(
-                section.name, v.claim, v.predicted, v.measured, f"[{colour.get(v.status, 'red')}]{v.status}"
+                escape(section.name),
+                escape(v.claim),
+                escape(v.predicted),
+                escape(v.measured),
+                f"[{colour.get(v.status, 'red')}]{v.status}",
             )
     console.print(table)
     for key, value in extra.items():
@@ -271,7 +283,7 @@ def _sweep_and_report(
             from gapscope.report import error_text
 
             errors[experiment.name] = error_text(err)
-            notices.print(f"{experiment.name} did not finish: {errors[experiment.name]}", style="red")
+            notices.print(f"{experiment.name} did not finish: {escape(errors[experiment.name])}", style="red")
         timings[experiment.name] = round(time.perf_counter() - start, 2)
     try:
         path, sections = write_report(out, errors)
@@ -292,6 +304,16 @@ def _sweep_options(
     local: bool,
     device: str,
 ) -> dict[str, Any]:
+    import warnings
+
+    from gapscope._checks import resolve_device
+
+    try:  # bad input before any cell runs (exit 2), not a crash of every experiment (exit 3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the sweep itself warns once when CUDA is missing
+            resolve_device(device, "--device")
+    except ValueError as err:
+        _fail(str(err))
     return _executor_options(executor, scheduler, partition, minutes, local) | {
         "device": device,
         "workers": workers,

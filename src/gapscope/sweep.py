@@ -219,6 +219,11 @@ def run_sweep(
     resumed on another device. A folder that holds an earlier definition of the
     experiment keeps every cell whose parameters did not change; the others are run.
     """
+    if not isinstance(experiment, Experiment):
+        raise TypeError(
+            "experiment must be an Experiment (Experiment.from_toml or Experiment.from_dict), "
+            f"got {type(experiment).__name__}"
+        )
     workers = check_int(workers, "workers", minimum=1)
     check_choice(executor, "executor", EXECUTORS)
     check_choice(slurm_cluster, "slurm_cluster", SLURM_CLUSTERS)

@@ -22,6 +22,7 @@ import hashlib
 import importlib
 import importlib.util
 import pkgutil
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from gapscope.experiments.parameters import Parameter, declared
 
 Rows = list[dict[str, Any]]
 PACKAGE = "gapscope.experiments"
+DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,11 @@ def resolve_reference(reference: str, base: Path | None = None) -> str:
         if not path.is_file():
             raise ValueError(f"module file {reference!r} does not exist (looked for {path})")
         return str(path)
+    if not DOTTED.fullmatch(reference):
+        raise ValueError(
+            f"module {reference!r} is not a shipped name, a dotted module path (absolute, like "
+            "'mylab.experiments') or a path to a .py file"
+        )
     return reference
 
 

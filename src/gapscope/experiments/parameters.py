@@ -24,7 +24,7 @@ class _Required:
 
 
 REQUIRED: Any = _Required()
-KINDS = {"int": int, "float": float, "str": str, "bool": bool}
+KINDS: dict[str, Any] = {"int": int, "float": float, "str": str, "bool": bool}
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,14 @@ class Parameter:
     @property
     def expected(self) -> str:
         """What a value must be, in words (for error messages and ``gapscope list``)."""
+        text = self._item_expected
+        if self.items:
+            text = f"a list, each item {text}"
+        return text + (" (or absent)" if self.optional else "")
+
+    @property
+    def _item_expected(self) -> str:
+        """What one value (one item of a list parameter) must be, in words."""
         text = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}[
             self.kind
         ]
@@ -68,33 +76,33 @@ class Parameter:
             bounds.append(f"<= {self.maximum:g}")
         if bounds:
             text += " " + " and ".join(bounds)
-        if self.items:
-            text = f"a list of {text.removeprefix('a ').removeprefix('an ')}"
-        return text + (" (or absent)" if self.optional else "")
+        return text
 
     def _check_scalar(self, value: Any) -> Any:
         wanted = KINDS[self.kind]
+        expected = self._item_expected
+        where = f"{self.name}: an item " if self.items else f"{self.name}: "
         if self.kind == "float" and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if isinstance(value, bool) != (wanted is bool) or not isinstance(value, wanted):
-            raise ValueError(f"{value!r} is not {self.expected}")
+            raise ValueError(f"{where}{value!r} is not {expected}")
         if self.kind == "float" and not math.isfinite(value):
-            raise ValueError(f"{value!r} is not finite")
+            raise ValueError(f"{where}{value!r} is not finite")
         if self.choices is not None and value not in self.choices:
-            raise ValueError(f"{value!r} is not {self.expected}")
+            raise ValueError(f"{where}{value!r} is not {expected}")
         if self.minimum is not None and value < self.minimum:
-            raise ValueError(f"{value!r} is below the minimum {self.minimum:g}")
+            raise ValueError(f"{where}{value!r} is below the minimum {self.minimum:g}")
         if self.maximum is not None and value > self.maximum:
-            raise ValueError(f"{value!r} is above the maximum {self.maximum:g}")
+            raise ValueError(f"{where}{value!r} is above the maximum {self.maximum:g}")
         return value
 
     def check(self, value: Any) -> Any:
-        """``value`` as stored in a cell; ValueError saying what was expected otherwise."""
+        """``value`` as stored in a cell; ValueError naming the parameter and saying what was expected."""
         if value is None and self.optional:
             return None
         if self.items:
             if not isinstance(value, list):
-                raise ValueError(f"{value!r} is not {self.expected}")
+                raise ValueError(f"{self.name}: {value!r} is not {self.expected}")
             return [self._check_scalar(item) for item in value]
         return self._check_scalar(value)
 

@@ -180,6 +180,8 @@ class Experiment:
                 data = tomllib.load(handle)
         except tomllib.TOMLDecodeError as err:
             raise ExperimentFileError(f"{path}: not valid TOML: {err}") from None
+        except UnicodeDecodeError as err:
+            raise ExperimentFileError(f"{path}: not valid TOML: a TOML file is UTF-8 text ({err})") from None
         return cls.from_dict(data, source=str(path), base=path.parent.resolve())
 
     @property
@@ -245,14 +247,12 @@ class Experiment:
         unset = [name for name in required(parameters) if name not in grid and name not in fixed]
         if unset:
             raise ValueError(f"module {self.module!r} needs {unset}; set them in [fixed] or [grid]")
-        checked_fixed = {
-            key: _checked(parameters[key], value, f"[fixed] {key}") for key, value in fixed.items()
-        }
+        checked_fixed = {key: _checked(parameters[key], value, "[fixed]") for key, value in fixed.items()}
         checked_grid = {}
         for axis, values in grid.items():
             if not isinstance(values, list) or not values:
                 raise ValueError(f"[grid] {axis} must be a non-empty list of values, got {values!r}")
-            checked_grid[axis] = [_checked(parameters[axis], v, f"[grid] {axis}") for v in values]
+            checked_grid[axis] = [_checked(parameters[axis], v, "[grid]") for v in values]
             if len({json.dumps(v) for v in checked_grid[axis]}) < len(values):
                 raise ValueError(f"[grid] {axis} repeats a value: {values!r}")
         problems = module.figures[self.figure].problems(checked_grid, checked_fixed)
@@ -270,7 +270,7 @@ def _checked(parameter: Any, value: Any, where: str) -> Any:
     try:
         return parameter.check(value)
     except ValueError as err:
-        raise ValueError(f"{where}: {err}; {parameter.name} is {parameter.help}") from None
+        raise ValueError(f"{where} {err}; {parameter.name} is {parameter.help}") from None
 
 
 def shipped_experiments() -> dict[str, Experiment]:

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure as MplFigure
 
+from gapscope._checks import as_generator, check_int
 from gapscope.ensembles import (
     KEY_QUERY_INITS,
     LAWS,
@@ -73,12 +74,13 @@ def sample_attention(cell: dict[str, Any]) -> tuple[torch.Tensor, float]:
     predicted by the finite-dk variance of exp(S) (Prop. 1; SPEC section 3).
     """
     T = cell["T"]
-    g = torch.Generator().manual_seed(cell["seed"])
+    g = as_generator(cell["seed"], "seed")  # a negative seed is refused, not wrapped
     if not cell["kq"]:
         law = entry_law(cell["law"], cell["sigma2"])
         return random_markov(T, law, generator=g), law.sigma2
-    d = cell["d"] or round(T / cell["gamma"])
-    dk = cell["dk"] or d
+    # None means "absent"; 0 is a bad value, refused by name rather than replaced by the default
+    d = round(T / cell["gamma"]) if cell["d"] is None else check_int(cell["d"], "d", minimum=1)
+    dk = d if cell["dk"] is None else check_int(cell["dk"], "dk", minimum=1)
     sample = unit_gaussian_rows if cell["input"] == "gaussian" else isometric_input
     A = key_query_attention(sample(T, d, generator=g), dk=dk, init=cell["kq"], generator=g)
     std = key_query_std(cell["kq"], d, dk)

@@ -202,11 +202,11 @@ def spectral_gap(
     theory instead.
     """
     margin = check_positive(margin, "margin", allow_zero=True)
+    k = check_int(k, "k", minimum=2)  # checked for dense input too, where it is not used
     if isinstance(A, MatrixFreeOperator):
         T = A.shape[-1]
         if A.shape[-2] != T:
             raise ValueError(f"A must be square, got shape {A.shape}")
-        k = check_int(k, "k", minimum=2)
         if _krylov_plan(min(k, T), T, block_size, krylov_dim)[1] >= T:
             A = A.dense()  # the Krylov basis would span everything: the dense route is exact
     if isinstance(A, MatrixFreeOperator):

@@ -20,7 +20,9 @@ import torch
 from torch import nn
 
 from gapscope._checks import as_generator, check_choice, check_int, check_positive
-from gapscope.nn.attention import Attention
+from gapscope.ensembles import KEY_QUERY_INITS, LAWS
+from gapscope.linalg.gap import GAP_TREATMENTS
+from gapscope.nn.attention import ATTENTION_KINDS, Attention
 from gapscope.nn.reparam import MODES, ReparameterisedFactor, ReparameterisedValue
 
 SKIPS = ("none", "standard", "upscaled")
@@ -66,6 +68,22 @@ class StackConfig:
         check_int(self.T, "T", minimum=2)
         check_int(self.d, "d", minimum=1)
         check_int(self.depth, "depth", minimum=1)
+        # the attention's options too, so a bad config fails where it is written, not when built
+        check_choice(self.kind, "kind", ATTENTION_KINDS)
+        check_choice(self.gap, "gap", GAP_TREATMENTS)
+        if check_int(self.heads, "heads", minimum=1) and self.d % self.heads:
+            raise ValueError(f"d must be divisible by heads, got d={self.d}, heads={self.heads}")
+        check_choice(self.law, "law", LAWS)
+        if self.sigma2 is not None:
+            check_positive(self.sigma2, "sigma2")
+        if isinstance(self.qk_init, str):
+            check_choice(self.qk_init, "qk_init", KEY_QUERY_INITS)
+        else:
+            check_positive(self.qk_init, "qk_init")
+        if self.dk is not None:
+            check_int(self.dk, "dk", minimum=1)
+        check_int(self.top_k, "top_k", minimum=0)
+        check_positive(self.margin, "margin", allow_zero=True)
         check_choice(self.skip, "skip", SKIPS)
         check_choice(self.value_init, "value_init", VALUE_INITS)
         check_choice(self.value_mode, "value_mode", VALUE_MODES)
