@@ -102,7 +102,7 @@ def test_fix_names_are_checked_against_the_model():
         diagnose(encoder, T=8, fix="fix")
     assert set(diagnose(encoder, T=8, fix="none")["fix"]) == {"none"}
     assert set(diagnose(decoder, T=8, fix="causal")["fix"]) == {"none", "causal"}
-    assert set(diagnose(decoder, T=8, fixes=("fix",))["fix"]) == {"causal"}  # the sweeps' former name
+    assert set(diagnose(decoder, T=8, fixes=("auto",))["fix"]) == {"causal"}
 
 
 @pytest.mark.parametrize("family", ["bert", "qwen2"])

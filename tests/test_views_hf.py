@@ -30,7 +30,7 @@ def test_real_architecture_figures_draw_and_judge_tiny_models(name):
 
 def _depth_table(fix_helps: bool) -> pd.DataFrame:
     rows = []
-    for fix in ("none", "fix"):
+    for fix in ("none", "auto"):
         for layer in range(4):
             excess = 0.1 * 0.4**layer
             if fix == "fix" and fix_helps:

@@ -17,13 +17,11 @@ import numpy as np
 import torch
 
 from gapscope._checks import check_int
+from gapscope._optional import require
 
 
 def _sklearn_datasets() -> Any:
-    if importlib.util.find_spec("sklearn") is None:
-        raise ImportError(
-            "this needs scikit-learn's bundled data; install it with: pip install 'gapscope[data]'"
-        )
+    require("sklearn", "scikit-learn's bundled data")
     import sklearn.datasets
 
     return sklearn.datasets

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
-import pandas as pd
 
 from gapscope import __version__
 from gapscope._io import write_atomically
@@ -213,34 +212,3 @@ def write_report(directory: str | Path, errors: dict[str, str] | None = None) ->
     )
     plt.close("all")
     return path, sections
-
-
-def write_diagnosis_page(table: pd.DataFrame, directory: str | Path, title: str) -> Path:
-    """Write ``directory``/diagnosis.html (with diagnosis.png) for a :func:`gapscope.hf.diagnose` table:
-    the figure, then per layer the median head summary and the collapse metrics, by fix."""
-    from gapscope.plot import diagnosis_figure
-
-    root = Path(directory)
-    figure = save_figure(diagnosis_figure(table, title), root / "diagnosis.png")
-    heads = table[table["kind"] == "head"]
-    head_columns = ["s1", "sqrt_T_s2", "gap_ratio", "abs_lambda1", "sqrt_T_abs_lambda2", "singular_outliers"]
-    head_table = heads.groupby(["fix", "layer"])[head_columns].median().reset_index()
-    layers = table[table["kind"] == "layer"]
-    layer_columns = ["sr", "sr_matrix", "erank", "hfc_lfc", "cosine"]
-    layer_table = layers.groupby(["fix", "layer"])[layer_columns].median().reset_index()
-    tokens = ", ".join(str(t) for t in sorted(heads["T"].unique()))
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style></head>
-<body><h1>{html.escape(title)}</h1>
-<p class="meta">gapscope {__version__}; T = {html.escape(tokens)}; {heads["run"].nunique()} run(s);
-heads summarised by the median over heads and runs. s2 and |lambda_2| sit at the bulk scale
-1/sqrt(T) when the attention behaves like a random Markov matrix (Mind the Gap, Thm 2); a large
-gap ratio s1/s2 is the spectral gap behind rank collapse.</p>
-<img alt="diagnosis" style="max-width: 1100px; width: 100%" src="data:image/png;base64,{_image(figure)}">
-<h2>Attention heads, per layer</h2>
-{head_table.to_html(index=False, float_format=lambda x: f"{x:.4g}")}
-<h2>Token representations, per hidden state</h2>
-{layer_table.to_html(index=False, float_format=lambda x: f"{x:.4g}")}
-</body></html>
-"""
-    return write_atomically(root / "diagnosis.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))

@@ -11,12 +11,11 @@ from typing import Any
 
 import torch
 
-from gapscope.ensembles import KEY_QUERY_INITS, LAWS, isometric_input, unit_gaussian_rows
+from gapscope.ensembles import INPUTS, KEY_QUERY_INITS, LAWS, isometric_input, unit_gaussian_rows
 from gapscope.experiments.parameters import Parameter
 from gapscope.nn import AttentionStack, named_config
 from gapscope.nn.stack import CONFIG_NAMES, DTYPES, VALUE_INITS, StackConfig
 
-INPUTS = ("isometric", "gaussian")
 # cell keys passed to the stack as StackConfig fields
 CONFIG_FIELDS = (
     "law",

@@ -21,7 +21,7 @@ from gapscope.experiments.figures import Figure, Verdict, fmt, log_slope, mean_b
 from gapscope.experiments.parameters import Parameter
 
 SOURCES = ("random-tokens", "random-embeddings", "text")
-FIXES = ("none", "fix")
+FIXES = ("none", "auto")  # as built, and with the fix its attention needs (gapscope.hf.diagnose)
 
 PARAMETERS = (
     Parameter(
@@ -124,7 +124,7 @@ def _verdict_hf_width(table: pd.DataFrame) -> list[Verdict]:
     none = final.loc["none"]["sr_minus_one"]
     slope = log_slope(pd.Series(sizes), none.loc[sizes].reset_index(drop=True))
     ratios = [
-        float(final.loc[("fix", T), "sr_minus_one"] / final.loc[("none", T), "sr_minus_one"]) for T in sizes
+        float(final.loc[("auto", T), "sr_minus_one"] / final.loc[("none", T), "sr_minus_one"]) for T in sizes
     ]
     heads = table[(table["kind"] == "head") & (table["layer"] == 1) & (table["fix"] == "none")]
     gap = mean_by(heads, ["T"], "gap_ratio")
@@ -173,7 +173,7 @@ def _verdict_hf_depth(table: pd.DataFrame) -> list[Verdict]:
     sr = mean_by(layers, ["fix", "layer"], "sr_minus_one").set_index(["fix", "layer"])["sr_minus_one"]
     last = int(layers["layer"].max())
     fall = float(sr[("none", last)] / sr[("none", 1)])
-    ratios = [float(sr[("fix", layer)] / sr[("none", layer)]) for layer in range(2, last + 1)]
+    ratios = [float(sr[("auto", layer)] / sr[("none", layer)]) for layer in range(2, last + 1)]
     return [
         Verdict(
             f"rank collapses in depth without the fix: sr - 1 at layer {last} over layer 1",
@@ -223,8 +223,8 @@ def _verdict_hf_causal_fix(table: pd.DataFrame) -> list[Verdict]:
         last = int(rows["layer"].max())
         sr = mean_by(rows[rows["layer"] == last], ["fix", "T"], "sr").set_index(["fix", "T"])["sr"]
         sizes = sorted(rows["T"].unique())
-        gains = [float(sr[("fix", T)] / sr[("none", T)]) for T in sizes]
-        slope = log_slope(pd.Series(sizes), sr.loc["fix"].loc[sizes].reset_index(drop=True))
+        gains = [float(sr[("auto", T)] / sr[("none", T)]) for T in sizes]
+        slope = log_slope(pd.Series(sizes), sr.loc["auto"].loc[sizes].reset_index(drop=True))
         out += [
             Verdict(
                 f"{model}: the causal fix raises the stable rank of the last layer at every T",

@@ -17,21 +17,10 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure as MplFigure
 
-from gapscope._checks import as_generator, check_int
-from gapscope.ensembles import (
-    KEY_QUERY_INITS,
-    LAWS,
-    entry_law,
-    isometric_input,
-    key_query_attention,
-    key_query_std,
-    random_markov,
-    unit_gaussian_rows,
-)
+from gapscope.ensembles import INPUTS, KEY_QUERY_INITS, LAWS, sample_attention
 from gapscope.experiments.figures import Figure, Verdict, fmt, log_slope, sigma2_of
 from gapscope.experiments.parameters import Parameter
 from gapscope.linalg import eigenvalues, spectral_gap
-from gapscope.theory import key_query_sigma2, key_query_tau2
 
 PARAMETERS = (
     Parameter("T", "int", "the number of tokens (matrix size)", minimum=2),
@@ -61,36 +50,14 @@ PARAMETERS = (
         "str",
         "the key-query input: Haar-isometric or unit Gaussian rows",
         "isometric",
-        choices=("isometric", "gaussian"),
+        choices=INPUTS,
     ),
 )
 
 
-def sample_attention(cell: dict[str, Any]) -> tuple[torch.Tensor, float]:
-    """One attention matrix described by ``cell``, and the sigma^2 the theory predicts for it.
-
-    Without ``kq``: a Random Markov matrix, predicted by its law's normalised variance
-    (Thm 2). With ``kq``: key-query attention on ``input`` of width d and key width dk,
-    predicted by the finite-dk variance of exp(S) (Prop. 1; SPEC section 3).
-    """
-    T = cell["T"]
-    g = as_generator(cell["seed"], "seed")  # a negative seed is refused, not wrapped
-    if not cell["kq"]:
-        law = entry_law(cell["law"], cell["sigma2"])
-        return random_markov(T, law, generator=g), law.sigma2
-    # None means "absent"; 0 is a bad value, refused by name rather than replaced by the default
-    d = round(T / cell["gamma"]) if cell["d"] is None else check_int(cell["d"], "d", minimum=1)
-    dk = d if cell["dk"] is None else check_int(cell["dk"], "dk", minimum=1)
-    sample = unit_gaussian_rows if cell["input"] == "gaussian" else isometric_input
-    A = key_query_attention(sample(T, d, generator=g), dk=dk, init=cell["kq"], generator=g)
-    std = key_query_std(cell["kq"], d, dk)
-    tau2 = key_query_tau2(std, std)
-    return A, key_query_sigma2(tau2, dk) if dk > 4 * tau2 else key_query_sigma2(tau2)
-
-
 def measure(cell: dict[str, Any], device: torch.device) -> list[dict[str, Any]]:
     """Eigenvalues of sqrt(T) A and the gap summary of one attention matrix (Thm 2, Prop. 1)."""
-    A, predicted = sample_attention(cell)
+    A, predicted = sample_attention(**cell)
     A = A.to(device)
     gap = spectral_gap(A)
     lam = eigenvalues(A) * math.sqrt(cell["T"])

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from gapscope._checks import check_choice
-from gapscope.hf._require import require_transformers
+from gapscope._optional import require
 from gapscope.linalg import MatrixFreeOperator, attention_operator, spectral_gap
 
 CAPTURE = "gapscope_capture"
@@ -210,7 +210,7 @@ def register() -> None:
     ``import gapscope.hf`` calls it, so ``model.set_attn_implementation(GAP_FREE)`` works
     right after the import. Calling it again registers the same functions again: harmless.
     """
-    require_transformers()
+    require("transformers", "gapscope.hf")
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 

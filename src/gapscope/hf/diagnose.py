@@ -31,7 +31,6 @@ from gapscope.linalg import SpectralGap, collapse_metrics, eigenvalues, spectral
 
 SOURCES = ("random-tokens", "random-embeddings")
 FIXES = ("auto", "none", "mean", "causal")
-LEGACY_FIX = "fix"  # the former name of 'auto' in ``fixes``, still accepted
 
 
 def resolve_model(
@@ -73,8 +72,8 @@ def plan_fixes(
         if fix != "auto":
             raise ValueError(f"give fix or fixes, not both (got fix={fix!r}, fixes={fixes!r})")
         for name in fixes:
-            check_choice(name, "fixes", (*FIXES, LEGACY_FIX))
-        requested = tuple("auto" if name == LEGACY_FIX else name for name in fixes)
+            check_choice(name, "fixes", FIXES)
+        requested = tuple(fixes)
     built = built_with_fix(model)
     plan: list[tuple[str, bool]] = []
     for name in requested:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from gapscope._checks import check_choice, check_int
-from gapscope.hf._require import require_transformers
+from gapscope._optional import require
 
 MODEL_NAMES = ("roberta-base", "bert-base", "tinybert", "gpt2", "vit-base", "llama-small")
 
@@ -21,7 +21,7 @@ _TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "i
 
 def model_config(name: str, *, tiny: bool = False, **overrides: Any) -> Any:
     """The transformers config of a named architecture (random init; no download)."""
-    require_transformers()
+    require("transformers", "gapscope.hf")
     import transformers as tf
 
     check_choice(name, "name", MODEL_NAMES)

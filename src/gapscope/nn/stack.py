@@ -21,7 +21,7 @@ from torch import nn
 
 from gapscope._checks import as_generator, check_choice, check_int, check_positive
 from gapscope.ensembles import KEY_QUERY_INITS, LAWS
-from gapscope.linalg.gap import GAP_TREATMENTS
+from gapscope.linalg.gap import FIXES
 from gapscope.nn.attention import ATTENTION_KINDS, Attention
 from gapscope.nn.reparam import MODES, ReparameterisedFactor, ReparameterisedValue
 
@@ -70,7 +70,7 @@ class StackConfig:
         check_int(self.depth, "depth", minimum=1)
         # the attention's options too, so a bad config fails where it is written, not when built
         check_choice(self.kind, "kind", ATTENTION_KINDS)
-        check_choice(self.gap, "gap", GAP_TREATMENTS)
+        check_choice(self.fix, "fix", FIXES)
         if check_int(self.heads, "heads", minimum=1) and self.d % self.heads:
             raise ValueError(f"d must be divisible by heads, got d={self.d}, heads={self.heads}")
         check_choice(self.law, "law", LAWS)
