@@ -54,7 +54,8 @@ def test_cuda_measurements_agree_with_the_cpu(module, figure):
             "name": "x",
             "module": module,
             "figure": figure,
-            "fixed": {"depth": 2, "config": "A(X) + skip"},
+            "fixed": {"depth": 2, "config": "A(X) + skip"}
+            | ({"method": "exact"} if module == "gradient_norms" else {}),
             "grid": {"T": [16, 24], "seed": [0]},
         }
     )

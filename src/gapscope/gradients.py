@@ -151,7 +151,7 @@ def _exact(model: AttentionStack, x0: torch.Tensor, layer: int, chunk: int) -> f
     f = _output_of_value(model, x0, layer)
     weight = dict(model.named_parameters())[_value_key(layer)].detach()
     out, pullback = vjp(f, weight)[:2]
-    total = torch.zeros((), dtype=weight.dtype)
+    total = torch.zeros((), dtype=weight.dtype, device=weight.device)
     if out.numel() <= weight.numel():
         batched = vmap(pullback)
         for cotangents in _basis_chunks(out.shape, chunk, out):
