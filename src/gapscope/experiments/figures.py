@@ -101,14 +101,15 @@ OVERFLOW_SUSPECT = 1e100  # no quantity gapscope measures reaches this at the pa
 def fmt(value: float) -> str:
     """A number as verdicts print it: 4 significant digits, exponents without '+' or leading zeros
     ('1.69e299', '2.5e-5'), 'overflow' past float range; past 1e100 the number is kept but
-    flagged '(overflow?)', since it comes from a numerical overflow rather than a measurement."""
+    flagged '(overflow or division by ~0?)': no measured quantity is that large, so it comes from an
+    overflow or from a ratio over a value at the floor of float64 (sr - 1 = 0 below its resolution)."""
     if not math.isfinite(value):
         return "overflow" if value > 0 else ("-overflow" if value < 0 else "nan")
     text = f"{value:.4g}"
     if "e" in text:
         mantissa, exponent = text.split("e")
         text = f"{mantissa}e{int(exponent)}"
-    return text + (" (overflow?)" if abs(value) >= OVERFLOW_SUSPECT else "")
+    return text + (" (overflow or division by ~0?)" if abs(value) >= OVERFLOW_SUSPECT else "")
 
 
 def log_slope(x: pd.Series | list[float], y: pd.Series | list[float]) -> float:
@@ -169,7 +170,7 @@ VARIANT_COLOURS = {
     "A(X) (Xavier)": "#843c39",
 }
 EXTRA_COLOURS = ("#5254a3", "#8ca252", "#a55194", "#6b6ecf", "#b5cf6b", "#d6616b", "#7b4173", "#ce6dbd")
-AS_BUILT, WITH_FIX = "-", "--"
+AS_BUILT, WITH_FIX = "-", "--"  # the line styles: as built, with the gap removed
 
 
 def variant(config: str) -> str:
@@ -178,7 +179,7 @@ def variant(config: str) -> str:
     return config.replace("^⊥", "").replace(" (N(0,1))", "")
 
 
-def style(config: str) -> dict[str, str]:
+def style(config: str) -> dict[str, Any]:
     """Matplotlib keywords for a configuration: its variant's colour, solid as built, dashed with the fix."""
     base = variant(config)
     colour = VARIANT_COLOURS.get(base) or EXTRA_COLOURS[zlib.crc32(base.encode()) % len(EXTRA_COLOURS)]
@@ -192,7 +193,7 @@ def style_legend(ax: Axes, configs: Iterable[str], **kwargs: Any) -> None:
     configs = list(configs)
     variants = list(dict.fromkeys(variant(c) for c in configs))
     handles = [Line2D([], [], color=style(v)["color"], lw=2, label=v) for v in variants]
-    treatments = [(AS_BUILT, "as built"), (WITH_FIX, "with the fix (^⊥)")]
+    treatments: list[tuple[Any, str]] = [(AS_BUILT, "as built"), (WITH_FIX, "with the fix (^⊥)")]
     handles += [
         Line2D([], [], color="0.3", linestyle=ls, label=label)
         for ls, label in treatments
