@@ -218,7 +218,7 @@ def _verdict_depth_collapse(table: pd.DataFrame) -> list[Verdict]:
                 f"the fix slows collapse in depth: {fixed} keeps at least the rank of {base} at every "
                 f"layer, and sr - 1 at least 10 times larger at layer {last}",
                 ">= 10",
-                f"{ratio:.3g}" + ("" if everywhere else " (below vanilla at some layer)"),
+                fmt(ratio) + ("" if everywhere else " (below vanilla at some layer)"),
                 everywhere and ratio >= 10,
             )
         )
@@ -244,7 +244,11 @@ def _plot_width_collapse_by_depth(table: pd.DataFrame) -> MplFigure:
                 grp["T"], low, grp["mean"] + 1.96 * grp["std"].fillna(0), color=colour, alpha=0.15
             )
         ax.set(xlabel="T (= d)", yscale="log", title=f"{label}, {runs} runs, bands mean +- 1.96 std")
-    axes[0].set_ylabel("sr(X_l X_l^T)")
+    axes[0].set_ylabel("sr(X_l X_l^T) (mean over runs)")
+    flat = table[(table["config"] == "A") & (table["layer"] >= 2)]["sr_minus_one"].max()
+    axes[0].text(
+        0.5, 0.5, f"every l >= 2: sr - 1 <= {fmt(float(flat))}", transform=axes[0].transAxes, ha="center"
+    )
     axes[1].legend(fontsize=7, ncol=2, title="depth")
     return fig
 
