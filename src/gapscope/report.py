@@ -115,6 +115,11 @@ def _values(series: pd.Series) -> str:
     return ", ".join(shown) if len(shown) <= 8 else f"{shown[0]} to {shown[-1]} ({len(shown)} values)"
 
 
+def _has_width(table: pd.DataFrame) -> bool:
+    """Whether the rows have a width d = T / gamma: a stack ('config') or key-query attention ('kq')."""
+    return "config" in table or ("kq" in table and table["kq"].notna().any())
+
+
 def run_sizes(table: pd.DataFrame) -> str:
     """The sizes the run actually used, read from its table: T, d, depth, runs (seeds), models."""
     parts = []
@@ -122,7 +127,7 @@ def run_sizes(table: pd.DataFrame) -> str:
         parts.append(f"T = {_values(table['T'])}")
     if "d" in table and table["d"].notna().any():
         parts.append(f"d = {_values(table['d'])}")
-    elif "T" in table and "gamma" in table:
+    elif "T" in table and "gamma" in table and _has_width(table):
         d = (table["T"] / table["gamma"]).round().astype(int)
         parts.append("d = T" if (d == table["T"]).all() else f"d = {_values(d)} (T / gamma)")
     if "depth" in table:
