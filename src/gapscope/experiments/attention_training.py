@@ -16,7 +16,7 @@ import torch
 from matplotlib.figure import Figure as MplFigure
 
 from gapscope.experiments import _stacks
-from gapscope.experiments.figures import Figure, Verdict, fmt, is_fixed
+from gapscope.experiments.figures import Figure, Verdict, fmt, is_fixed, style, style_legend
 from gapscope.experiments.parameters import Parameter
 from gapscope.training import TARGETS, failed, select_learning_rates, train_stack
 
@@ -81,8 +81,7 @@ def _plot_training(table: pd.DataFrame) -> MplFigure:
     fig, axes = plt.subplots(
         1, len(families), figsize=(8 * len(families), 5.5), layout="constrained", squeeze=False, sharey=True
     )
-    bases = sorted({str(v).replace("^⊥", "") for v in best["variant"]})
-    colours = {base: plt.get_cmap("tab20")(i % 20) for i, base in enumerate(bases)}
+    notes: dict[Any, list[str]] = {}
     for _, choice in best.iterrows():
         variant = str(choice["variant"])
         ax = axes[0, families.index("key-query" if "A(X)" in variant else "Random Markov")]
@@ -91,20 +90,22 @@ def _plot_training(table: pd.DataFrame) -> MplFigure:
         rows = table[
             (table["variant"] == variant) & (table["lr"] == choice["lr"]) & table["seed"].isin(ok["seed"])
         ]
+        chosen = f"lr {choice['lr']:g}, {int(choice['failed'])} failed"
         if rows.empty:
-            ax.plot([], [], label=f"{variant}: no training")
-            continue
-        curve = rows.groupby("step")["loss"].mean()
-        style = {"ls": "--" if "^⊥" in variant else "-", "color": colours[variant.replace("^⊥", "")]}
-        ax.plot(
-            curve.index,
-            curve.values,
-            label=f"{variant} (lr {choice['lr']:g}, {int(choice['failed'])} failed)",
-            **style,
-        )
+            chosen = "no training"
+        else:
+            curve = rows.groupby("step")["loss"].mean()
+            ax.plot(curve.index, curve.values, **style(variant))
+        notes.setdefault(ax, []).append(f"{variant}: {chosen}")
     for ax, family in zip(axes[0], families, strict=True):
-        ax.set(yscale="log", xlabel="step", title=f"{family} attention, T = d = {int(table['T'].iloc[0])}")
-        ax.legend(fontsize=7)
+        shown = [str(v) for v in best["variant"] if ("A(X)" in str(v)) == (family == "key-query")]
+        ax.set(
+            yscale="log",
+            xlabel="step",
+            title=f"{family} attention, T = d = {int(table['T'].iloc[0])}, {table['seed'].nunique()} runs",
+        )
+        style_legend(ax, shown, loc="upper right")
+        ax.text(0.01, 0.01, "\n".join(notes.get(ax, [])), transform=ax.transAxes, fontsize=6, va="bottom")
     axes[0, 0].set_ylabel("training loss (MSE, mean over runs that did not fail)")
     return fig
 

@@ -1,8 +1,9 @@
-"""Rank collapse in width and depth (Mind the Gap, Figs 2 and 3, Props 3 and 5; revision Fig. 7).
+"""Rank collapse in width and depth (Mind the Gap, Figs 2 and 3, Props 3 and 5; revision Figs 7, 10, 11).
 
 The measurement propagates an input through a named attention-only stack and records the
 collapse metrics of X_0 ... X_L; the figures compare sr(X_l X_l^T) with
-1 + C_l T^(1-2l) for A and with c_l(gamma) T once the gap is removed.
+1 + C_l T^(1-2l) for A and with c_l(gamma) T once the gap is removed, follow sr in depth,
+and follow sr against T at every depth without and with the fix.
 """
 
 from __future__ import annotations
@@ -17,7 +18,18 @@ import torch
 from matplotlib.figure import Figure as MplFigure
 
 from gapscope.experiments import _stacks
-from gapscope.experiments.figures import Figure, Verdict, fmt, is_fixed, mean_by, sigma2_of, with_fix
+from gapscope.experiments.figures import (
+    Figure,
+    Verdict,
+    fmt,
+    is_fixed,
+    log_slope,
+    mean_by,
+    sigma2_of,
+    style,
+    style_legend,
+    with_fix,
+)
 from gapscope.linalg import collapse_metrics
 from gapscope.nn import paper_stable_rank
 from gapscope.theory import resolved_rank_constant, width_collapse_constant
@@ -45,9 +57,9 @@ def _plot_width_collapse(table: pd.DataFrame) -> MplFigure:
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(16, 4.5))
     first = mean_by(sub[sub["layer"] == 1], ["config", "T"], "sr")
     for config, grp in first.groupby("config"):
-        a.plot(grp["T"], grp["sr"], "o-", ms=3, label=config)
+        a.plot(grp["T"], grp["sr"], marker="o", ms=3, **style(str(config)))
     a.set(xlabel="T", ylabel="sr(X_1 X_1^T)", yscale="log", title=f"first layer, gamma = {gamma:g}")
-    a.legend(fontsize=6)
+    style_legend(a, first["config"].unique(), fontsize=6)
     sigma2 = sigma2_of(table)
     vanilla = mean_by(sub[sub["config"] == "A"], ["layer", "T"], "sr_minus_one", geometric=True)
     for layer, grp in vanilla.groupby("layer"):
@@ -59,13 +71,19 @@ def _plot_width_collapse(table: pd.DataFrame) -> MplFigure:
             "-",
             color=line.get_color(),
         )
-    b.set(xscale="log", yscale="log", xlabel="T", ylabel="sr - 1", title="A: sr - 1 vs C_l T^(1-2l)")
+    b.set(
+        xscale="log",
+        yscale="log",
+        xlabel="T",
+        ylabel="sr - 1 (geometric mean over runs)",
+        title="A: sr - 1 (dots) vs C_l T^(1-2l) (lines)",
+    )
     b.legend(fontsize=7)
     fixed = mean_by(sub[sub["config"] == "A^⊥"], ["layer", "T"], "sr")
     for layer, grp in fixed.groupby("layer"):
         (line,) = c.plot(grp["T"], grp["sr"] / grp["T"], "o-", label=f"l = {layer}")
         c.axhline(resolved_rank_constant(int(layer), gamma), color=line.get_color(), ls="--")
-    c.set(xlabel="T", ylabel="sr / T", title="A^perp: sr / T vs c_l(gamma) (dashed)")
+    c.set(xlabel="T", ylabel="sr / T (mean over runs)", title="A^⊥: sr / T vs c_l(gamma) (dashed)")
     c.legend(fontsize=7)
     return fig
 
@@ -142,15 +160,27 @@ def _verdict_width_collapse(table: pd.DataFrame) -> list[Verdict]:
 
 
 def _plot_depth_collapse(table: pd.DataFrame) -> MplFigure:
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(9, 5.5))
     means = mean_by(table, ["config", "layer"], "sr")
     for config, grp in means.groupby("config"):
-        ax.plot(
-            grp["layer"], grp["sr"], "--" if is_fixed(str(config)) else "-", marker="o", ms=3, label=config
-        )
-    ax.set(xlabel="layer", ylabel="sr(X_l X_l^T)", yscale="log", title=f"T = d = {int(table['T'].iloc[0])}")
-    ax.legend(fontsize=6, ncol=2)
+        ax.plot(grp["layer"], grp["sr"], marker="o", ms=3, **style(str(config)))
+    T, d = _sizes(table)
+    runs = table["seed"].nunique()
+    ax.set(
+        xlabel="layer l",
+        ylabel="sr(X_l X_l^T) (mean over runs)",
+        yscale="log",
+        title=f"T = {T}, d = {d}, {runs} runs",
+    )
+    style_legend(ax, means["config"].unique(), fontsize=7, ncol=2)
     return fig
+
+
+def _sizes(table: pd.DataFrame) -> tuple[str, str]:
+    """The table's T and d (d = T / gamma), as text."""
+    Ts = sorted(int(t) for t in table["T"].unique())
+    ds = sorted({round(t / g) for t, g in zip(table["T"], table["gamma"], strict=True)})
+    return ", ".join(map(str, Ts)), ", ".join(map(str, ds))
 
 
 def _verdict_depth_collapse(table: pd.DataFrame) -> list[Verdict]:
@@ -188,8 +218,89 @@ def _verdict_depth_collapse(table: pd.DataFrame) -> list[Verdict]:
                 f"the fix slows collapse in depth: {fixed} keeps at least the rank of {base} at every "
                 f"layer, and sr - 1 at least 10 times larger at layer {last}",
                 ">= 10",
-                f"{ratio:.3g}" + ("" if everywhere else " (below vanilla at some layer)"),
+                fmt(ratio) + ("" if everywhere else " (below vanilla at some layer)"),
                 everywhere and ratio >= 10,
+            )
+        )
+    return out
+
+
+def _plot_width_collapse_by_depth(table: pd.DataFrame) -> MplFigure:
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True, layout="constrained")
+    stats = (
+        table[table["layer"] > 0].groupby(["config", "layer", "T"])["sr"].agg(["mean", "std"]).reset_index()
+    )
+    colours = plt.get_cmap("viridis")
+    depth = int(table["layer"].max())
+    runs = table["seed"].nunique()
+    for ax, (config, label) in zip(
+        axes, (("A", "without the fix: A"), ("A^⊥", "with the fix: A^⊥")), strict=True
+    ):
+        for layer, grp in stats[stats["config"] == config].groupby("layer"):
+            colour = colours((int(layer) - 1) / max(depth - 1, 1))
+            ax.plot(grp["T"], grp["mean"], "o-", ms=3, color=colour, label=f"l = {layer}")
+            low = np.maximum(grp["mean"] - 1.96 * grp["std"].fillna(0), 1.0)
+            ax.fill_between(
+                grp["T"], low, grp["mean"] + 1.96 * grp["std"].fillna(0), color=colour, alpha=0.15
+            )
+        ax.set(xlabel="T (= d)", yscale="log", title=f"{label}, {runs} runs, bands mean +- 1.96 std")
+    axes[0].set_ylabel("sr(X_l X_l^T) (mean over runs)")
+    flat = table[(table["config"] == "A") & (table["layer"] >= 2)]["sr_minus_one"].max()
+    axes[0].text(
+        0.5, 0.5, f"every l >= 2: sr - 1 <= {fmt(float(flat))}", transform=axes[0].transAxes, ha="center"
+    )
+    axes[1].legend(fontsize=7, ncol=2, title="depth")
+    return fig
+
+
+# the bounds of the claims of revision Figs 10 and 11
+NO_GROWTH_SLOPE = 0.05  # log-log slope of sr in T without the fix (linear growth would be 1)
+GROWTH_SLOPE = 0.1  # the least log-log slope of sr in T with the fix
+FIX_FACTOR = 5.0  # sr - 1 with the fix over sr - 1 without, at every depth and T
+
+
+def _verdict_width_collapse_by_depth(table: pd.DataFrame) -> list[Verdict]:
+    rows = table[table["layer"] > 0]
+    means = mean_by(rows, ["config", "layer", "T"], "sr")
+    slopes = {
+        (str(config), int(layer)): log_slope(grp["T"], grp["sr"])
+        for (config, layer), grp in means.groupby(["config", "layer"])
+    }
+    vanilla = {layer: slope for (config, layer), slope in slopes.items() if config == "A" and layer >= 2}
+    steepest = max(vanilla, key=lambda layer: vanilla[layer])
+    out = [
+        Verdict(
+            "A: rank collapses in width at every depth after the first layer: sr(X_l X_l^T) does not grow "
+            "with T at any l >= 2 (log-log slope of the mean over runs; linear growth would be 1)",
+            f"slope <= {NO_GROWTH_SLOPE:g} at every l >= 2",
+            f"max {fmt(vanilla[steepest])} (l = {steepest}); l = 1: {fmt(slopes.get(('A', 1), math.nan))}",
+            vanilla[steepest] <= NO_GROWTH_SLOPE,
+        )
+    ]
+    fixed = {layer: slope for (config, layer), slope in slopes.items() if config == "A^⊥"}
+    if fixed:
+        flattest = min(fixed, key=lambda layer: fixed[layer])
+        out.append(
+            Verdict(
+                "A^⊥: with the gap removed sr grows with T at every depth "
+                "(log-log slope of the mean over runs)",
+                f"slope >= {GROWTH_SLOPE:g} at every l",
+                f"min {fmt(fixed[flattest])} (l = {flattest}); l = 1: {fmt(fixed.get(1, math.nan))}",
+                fixed[flattest] >= GROWTH_SLOPE,
+            )
+        )
+        excess = mean_by(rows, ["config", "layer", "T"], "sr_minus_one", geometric=True)
+        pair = excess.pivot_table(index=["layer", "T"], columns="config", values="sr_minus_one")
+        ratio = pair["A^⊥"] / pair["A"].clip(lower=1e-300)
+        layer, T = ratio.idxmin()
+        out.append(
+            Verdict(
+                "the fix mitigates rank collapse in width at every depth: sr - 1 with the fix is at least "
+                f"{FIX_FACTOR:g} times sr - 1 without, at every l and T (geometric means over runs; sr "
+                "itself is close to 1 for both at small T and large l)",
+                f"min ratio >= {FIX_FACTOR:g}",
+                f"min {fmt(float(ratio.min()))} (l = {layer}, T = {T})",
+                float(ratio.min()) >= FIX_FACTOR,
             )
         )
     return out
@@ -197,3 +308,9 @@ def _verdict_depth_collapse(table: pd.DataFrame) -> list[Verdict]:
 
 width_collapse = Figure(_plot_width_collapse, _verdict_width_collapse, needs={"T": 2})
 depth_collapse = Figure(_plot_depth_collapse, _verdict_depth_collapse, needs_values={"config": ("A",)})
+width_collapse_by_depth = Figure(
+    _plot_width_collapse_by_depth,
+    _verdict_width_collapse_by_depth,
+    needs={"T": 2},
+    needs_values={"config": ("A", "A^⊥")},
+)

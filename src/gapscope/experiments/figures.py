@@ -15,7 +15,8 @@ failure in a test suite, a known failure that passes is reported as unexpected t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+import zlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure as MplFigure
 
 matplotlib.use("Agg")  # figures are files; no window opens
@@ -93,11 +95,21 @@ class Figure:
 # --- helpers several families share -----------------------------------------------------------
 
 
+OVERFLOW_SUSPECT = 1e100  # no quantity gapscope measures reaches this at the papers' sizes
+
+
 def fmt(value: float) -> str:
-    """A number as verdicts print it: 4 significant digits, 'overflow' past float range."""
+    """A number as verdicts print it: 4 significant digits, exponents without '+' or leading zeros
+    ('1.69e299', '2.5e-5'), 'overflow' past float range; past 1e100 the number is kept but
+    flagged '(overflow or division by ~0?)': no measured quantity is that large, so it comes from an
+    overflow or from a ratio over a value at the floor of float64 (sr - 1 = 0 below its resolution)."""
     if not math.isfinite(value):
         return "overflow" if value > 0 else ("-overflow" if value < 0 else "nan")
-    return f"{value:.4g}"
+    text = f"{value:.4g}"
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}e{int(exponent)}"
+    return text + (" (overflow or division by ~0?)" if abs(value) >= OVERFLOW_SUSPECT else "")
 
 
 def log_slope(x: pd.Series | list[float], y: pd.Series | list[float]) -> float:
@@ -134,6 +146,60 @@ def with_fix(config: str) -> str:
 def is_fixed(config: str) -> bool:
     """Whether a configuration name has the gap removed."""
     return "^⊥" in config
+
+
+# --- one colour per attention variant, one line style per treatment ----------------------------
+
+# The paper's configurations without their fix, each with its own colour; 'A^⊥ + LN' takes the
+# colour of 'A + LN' with a dashed line. Names not listed (users' configurations) take a colour
+# of EXTRA_COLOURS picked by a hash of the name, so a name keeps its colour across figures.
+VARIANT_COLOURS = {
+    "A": "#1f77b4",
+    "A + LN": "#ff7f0e",
+    "A + skip": "#2ca02c",
+    "A + upscaled skip": "#d62728",
+    "A + skip + LN": "#9467bd",
+    "A + upscaled skip + LN": "#8c564b",
+    "Identity A": "#000000",
+    "A(X)": "#e377c2",
+    "A(X) + LN": "#7f7f7f",
+    "A(X) + skip": "#bcbd22",
+    "A(X) + upscaled skip": "#17becf",
+    "A(X) + skip + LN": "#393b79",
+    "A(X) + upscaled skip + LN": "#e7ba52",
+    "A(X) (Xavier)": "#843c39",
+}
+EXTRA_COLOURS = ("#5254a3", "#8ca252", "#a55194", "#6b6ecf", "#b5cf6b", "#d6616b", "#7b4173", "#ce6dbd")
+AS_BUILT, WITH_FIX = "-", "--"  # the line styles: as built, with the gap removed
+
+
+def variant(config: str) -> str:
+    """The attention variant of a configuration: its name without the fix ('A^⊥ + LN' -> 'A + LN');
+    the default key-query init is dropped ('A(X) (N(0,1))' -> 'A(X)')."""
+    return config.replace("^⊥", "").replace(" (N(0,1))", "")
+
+
+def style(config: str) -> dict[str, Any]:
+    """Matplotlib keywords for a configuration: its variant's colour, solid as built, dashed with the fix."""
+    base = variant(config)
+    colour = VARIANT_COLOURS.get(base) or EXTRA_COLOURS[zlib.crc32(base.encode()) % len(EXTRA_COLOURS)]
+    return {"color": colour, "linestyle": WITH_FIX if is_fixed(config) else AS_BUILT}
+
+
+def style_legend(ax: Axes, configs: Iterable[str], **kwargs: Any) -> None:
+    """One shared key: a colour per variant, then the two line styles ('as built', 'with the fix')."""
+    from matplotlib.lines import Line2D
+
+    configs = list(configs)
+    variants = list(dict.fromkeys(variant(c) for c in configs))
+    handles = [Line2D([], [], color=style(v)["color"], lw=2, label=v) for v in variants]
+    treatments: list[tuple[Any, str]] = [(AS_BUILT, "as built"), (WITH_FIX, "with the fix (^⊥)")]
+    handles += [
+        Line2D([], [], color="0.3", linestyle=ls, label=label)
+        for ls, label in treatments
+        if any((style(c)["linestyle"] == ls) for c in configs)
+    ]
+    ax.legend(handles=handles, **({"fontsize": 7} | kwargs))
 
 
 SMOOTHING_METRICS = {"hfc_lfc": "HFC/LFC", "erank": "effective rank", "cosine": "mean cosine similarity"}

@@ -16,7 +16,17 @@ import torch
 from matplotlib.figure import Figure as MplFigure
 
 from gapscope.experiments import _stacks
-from gapscope.experiments.figures import Figure, Verdict, fmt, is_fixed, log_slope, mean_by, sigma2_of
+from gapscope.experiments.figures import (
+    Figure,
+    Verdict,
+    fmt,
+    is_fixed,
+    log_slope,
+    mean_by,
+    sigma2_of,
+    style,
+    style_legend,
+)
 from gapscope.experiments.parameters import Parameter
 from gapscope.gradients import GRADIENT_METHODS, value_gradient_norms
 from gapscope.theory import gradient_norm_sq
@@ -55,18 +65,24 @@ def _plot_gradient_width(table: pd.DataFrame) -> MplFigure:
     fig, ax = plt.subplots(figsize=(8, 5))
     means = mean_by(table, ["config", "T"], "grad_sq")
     for config, grp in means.groupby("config"):
-        ax.plot(grp["T"], grp["grad_sq"], "o-", ms=3, label=config)
+        ax.plot(grp["T"], grp["grad_sq"], marker="o", ms=3, **style(str(config)))
     sigma2, gamma = sigma2_of(table), float(table["gamma"].iloc[0])
     Ts = np.array(sorted(table["T"].unique()))
-    ax.plot(Ts, [gradient_norm_sq(int(T), 1, gamma, sigma2) for T in Ts], "k--", label="d (1 + sigma^2)")
-    ax.plot(
-        Ts,
-        [gradient_norm_sq(int(T), 1, gamma, sigma2, fix="mean") for T in Ts],
-        "k:",
-        label="d sigma^2",
+    theory = [
+        ax.plot(Ts, [gradient_norm_sq(int(T), 1, gamma, sigma2) for T in Ts], "k:", lw=2)[0],
+        ax.plot(Ts, [gradient_norm_sq(int(T), 1, gamma, sigma2, fix="mean") for T in Ts], "k-.", lw=1)[0],
+    ]
+    ax.set(
+        xlabel="T",
+        ylabel="||dX_1/dW_1||_F^2 (mean over runs)",
+        yscale="log",
+        title=f"one layer, d = T / gamma (gamma = {gamma:g}), {table['seed'].nunique()} runs",
     )
-    ax.set(xlabel="T", ylabel="||dX_1/dW_1||_F^2", yscale="log", title="one layer, d = T / gamma")
-    ax.legend(fontsize=7)
+    style_legend(ax, means["config"].unique())
+    key = ax.get_legend()
+    assert key is not None
+    ax.legend(theory, ["theory, A: d (1 + sigma^2)", "theory, A^⊥: d sigma^2"], fontsize=7, loc="lower right")
+    ax.add_artist(key)
     return fig
 
 
@@ -124,25 +140,24 @@ def _plot_gradient_depth(table: pd.DataFrame) -> MplFigure:
     fig, ax = plt.subplots(figsize=(8, 5))
     means = mean_by(table, ["config", "depth"], "grad_sq")
     for config, grp in means.groupby("config"):
-        ax.plot(
-            grp["depth"],
-            grp["grad_sq"],
-            "--" if is_fixed(str(config)) else "-",
-            marker="o",
-            ms=3,
-            label=config,
-        )
+        ax.plot(grp["depth"], grp["grad_sq"], marker="o", ms=3, **style(str(config)))
     sigma2, gamma, T = sigma2_of(table), float(table["gamma"].iloc[0]), int(table["T"].iloc[0])
     Ls = np.array(sorted(table["depth"].unique()))
-    ax.plot(Ls, [gradient_norm_sq(T, int(L), gamma, sigma2) for L in Ls], "k--", lw=1, label="theory, A")
-    ax.plot(
-        Ls,
-        [gradient_norm_sq(T, int(L), gamma, sigma2, fix="mean") for L in Ls],
-        "k:",
-        label="theory, A^perp",
+    theory = [
+        ax.plot(Ls, [gradient_norm_sq(T, int(L), gamma, sigma2) for L in Ls], "k:", lw=2)[0],
+        ax.plot(Ls, [gradient_norm_sq(T, int(L), gamma, sigma2, fix="mean") for L in Ls], "k-.", lw=1)[0],
+    ]
+    ax.set(
+        xlabel="depth L",
+        ylabel="||dX_L/dW_1||_F^2 (mean over runs)",
+        yscale="log",
+        title=f"T = {T}, d = {round(T / gamma)}, {table['seed'].nunique()} runs",
     )
-    ax.set(xlabel="depth L", ylabel="||dX_L/dW_1||_F^2", yscale="log", title=f"T = d = {T}")
-    ax.legend(fontsize=7)
+    style_legend(ax, means["config"].unique())
+    key = ax.get_legend()
+    assert key is not None
+    ax.legend(theory, ["theory, A", "theory, A^⊥"], fontsize=7, loc="lower right")
+    ax.add_artist(key)
     return fig
 
 

@@ -58,15 +58,22 @@ def _plot_pretrained_smoothing(table: pd.DataFrame) -> MplFigure:
         means = changes[changes["metric"] == metric].groupby(["sublayer", "model"])["change"].mean().unstack()
         means.plot.bar(ax=ax, rot=0)
         ax.axhline(0, color="k", lw=0.6)
-        ax.set(xlabel="", ylabel=f"change in {label}", title="mean over blocks and windows")
+        ax.set(xlabel="sublayer", ylabel=f"change in {label}", title="mean over blocks and windows")
         ax.legend(fontsize=7)
     eigen = table[table["kind"] == "value_eigenvalue"]
     for ax, model in zip(axes[2], models, strict=False):
-        re = eigen[eigen["model"] == model]["re"]
-        span = float(np.quantile(re.abs(), 0.99))
-        ax.hist(re.clip(-span, span), bins=60)
+        re = eigen[eigen["model"] == model]["re"].to_numpy()
+        # the full range on a symmetric-log axis: linear within the median |Re lambda|, logarithmic beyond
+        linthresh = float(np.median(np.abs(re))) or 1e-3
+        reach = np.arcsinh(float(np.abs(re).max()) / linthresh)
+        ax.hist(re, bins=linthresh * np.sinh(np.linspace(-reach, reach, 61)))
+        ax.set_xscale("symlog", linthresh=linthresh)
         ax.axvline(0, color="k", lw=0.6)
-        ax.set(xlabel="Re lambda(W_V W_O), per head", title=f"{model}: {float((re < 0).mean()):.0%} negative")
+        ax.set(
+            xlabel=f"Re lambda(W_V W_O), per head (symlog, linear within {linthresh:.2g})",
+            ylabel="count",
+            title=f"{model}: {float((re < 0).mean()):.0%} negative",
+        )
     for ax in axes[2, len(models) :]:
         ax.axis("off")
     return fig

@@ -80,18 +80,22 @@ def _layer1_gap(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     )
 
 
-def _cloud_panel(ax: plt.Axes, cloud: pd.DataFrame, title: str) -> None:
-    """Eigenvalues lambda (cloud rows hold sqrt(T) lambda) in the unit disc, the bulk magnified."""
+def _cloud_panel(ax: plt.Axes, zoom: plt.Axes, cloud: pd.DataFrame, title: str) -> None:
+    """Eigenvalues lambda (cloud rows hold sqrt(T) lambda) in the unit disc, and the bulk magnified
+    (sqrt(T) lambda without the outliers) on its own axes beside it."""
     T = float(cloud["T"].iloc[0])
     ax.scatter(cloud["re"] / math.sqrt(T), cloud["im"] / math.sqrt(T), s=5, alpha=0.7)
     t = np.linspace(0, 2 * math.pi, 300)
     ax.plot(np.cos(t), np.sin(t), "k:", lw=0.6)
     ax.set(xlabel="Re lambda", ylabel="Im lambda", title=title, aspect="equal")
     bulk = cloud[np.hypot(cloud["re"], cloud["im"]) < 0.9 * math.sqrt(T)]
-    zoom = ax.inset_axes((0.04, 0.62, 0.34, 0.34))
-    zoom.scatter(bulk["re"], bulk["im"], s=2, alpha=0.7)
-    zoom.set_title("bulk: sqrt(T) lambda", fontsize=7)
-    zoom.tick_params(labelsize=6)
+    zoom.scatter(bulk["re"], bulk["im"], s=4, alpha=0.7)
+    zoom.set(
+        xlabel="Re sqrt(T) lambda",
+        ylabel="Im sqrt(T) lambda",
+        title="the bulk, magnified (|lambda| < 0.9)",
+        aspect="equal",
+    )
 
 
 def _gap_verdict(gap: pd.DataFrame, where: str) -> Verdict:
@@ -107,7 +111,7 @@ def _gap_verdict(gap: pd.DataFrame, where: str) -> Verdict:
 def _plot_hf_inputs(table: pd.DataFrame) -> MplFigure:
     sources = sorted(table["source"].unique(), reverse=True)
     fig, axes = plt.subplots(
-        2, len(sources), figsize=(5.2 * len(sources), 9.5), squeeze=False, layout="constrained"
+        3, len(sources), figsize=(5.2 * len(sources), 14), squeeze=False, layout="constrained"
     )
     for column, source in enumerate(sources):
         rows = table[(table["source"] == source) & (table["seed"] == table["seed"].min())]
@@ -116,7 +120,7 @@ def _plot_hf_inputs(table: pd.DataFrame) -> MplFigure:
         axes[0, column].set(title=f"{source}: cosine of input tokens", xlabel="token", ylabel="token")
         fig.colorbar(image, ax=axes[0, column], fraction=0.046)
         cloud = rows[(rows["kind"] == "eigenvalue") & (rows["layer"] == 1)]
-        _cloud_panel(axes[1, column], cloud, f"{source}: eigenvalues of layer 1, head 1")
+        _cloud_panel(axes[1, column], axes[2, column], cloud, f"{source}: eigenvalues of layer 1, head 1")
     return fig
 
 
@@ -142,12 +146,12 @@ def _verdict_hf_inputs(table: pd.DataFrame) -> list[Verdict]:
 
 
 def _plot_hf_long(table: pd.DataFrame) -> MplFigure:
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
+    fig, (a, zoom, b) = plt.subplots(1, 3, figsize=(16, 4.6), layout="constrained")
     T, d = int(table["T"].max()), int(table["d"].iloc[0])
     cloud = table[
         (table["kind"] == "eigenvalue") & (table["T"] == T) & (table["seed"] == table["seed"].min())
     ]
-    _cloud_panel(a, cloud, f"{table['model'].iloc[0]}, T = {T} (gamma = {T / d:.2g}): layer 1, head 1")
+    _cloud_panel(a, zoom, cloud, f"{table['model'].iloc[0]}, T = {T} (gamma = {T / d:.2g}): layer 1, head 1")
     layers = mean_by(table[table["kind"] == "layer"], ["layer", "T"], "sr_minus_one")
     for layer, grp in layers.groupby("layer"):
         b.plot(grp["T"], grp["sr_minus_one"], "o-", label="embeddings" if layer == 0 else f"layer {layer}")
