@@ -66,3 +66,18 @@ def test_training_views_on_a_tiny_grid(name):
     assert experiment.figure_spec.plot(table).axes
     verdicts = experiment.figure_spec.verdicts(table)
     assert verdicts and all(isinstance(v.passed, bool) for v in verdicts)
+
+
+def test_the_stored_paper_size_run_backs_the_fig_8b_status():
+    """The committed paper-size store (results/paper-h200) gives the claim its status."""
+    from pathlib import Path
+
+    from gapscope.sweep import ResultStore
+
+    store = ResultStore(Path(__file__).parents[1] / "results" / "paper-h200" / "training_scaling_skip")
+    experiment = store.experiment()
+    assert store.manifest()["scale"] == "paper" and experiment.cells("paper")[0]["T"] == 500
+    table = store.read()
+    assert table["cell"].nunique() == 300
+    verdicts = shipped_experiments()["training_scaling_skip"].figure_spec.verdicts(table)
+    assert [v.status for v in verdicts] == ["supported", "known not to reproduce"]
