@@ -29,8 +29,7 @@ def table(frame):
 
 
 def test_dask_and_submitit_store_the_local_table(tmp_path):
-    submitit = pytest.importorskip("submitit")
-    assert submitit
+    pytest.importorskip("submitit")
     experiment = Experiment.from_dict(SMALL)
     local = table(run_sweep(experiment, tmp_path / "local", scale="paper", progress=False))
     on_dask = table(
