@@ -19,6 +19,13 @@ from gapscope.experiments.figures import SMOOTHING_METRICS, Figure, Verdict, fmt
 from gapscope.experiments.parameters import Parameter
 from gapscope.hf.training import TASKS, VALUES
 
+QUICK_VISION = (
+    "not decided at quick scale: with 2 seeds and 250 steps the smoothing model's HFC/LFC differs by more "
+    "between its two seeds (0.73 and 0.53) than sharpening differs from smoothing (0.51 against 0.63 on "
+    "average), so the ordering is seed noise here; the claim is checked with 5 seeds and 600 steps "
+    "(--scale paper)"
+)
+
 PARAMETERS = (
     Parameter(
         "task", "str", "digits (ViT on scikit-learn's digits) or chars (character-level Llama)", choices=TASKS
@@ -99,6 +106,7 @@ def _verdict_trained_smoothing(table: pd.DataFrame) -> list[Verdict]:
                 sharp["hfc_lfc"] > smooth["hfc_lfc"]
                 and sharp["erank"] > smooth["erank"]
                 and sharp["cosine"] < smooth["cosine"],
+                known_failure=QUICK_VISION if table["seed"].nunique() < 5 else "",
             )
         )
     if "chars" in final.index.get_level_values("task"):
