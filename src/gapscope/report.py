@@ -39,6 +39,7 @@ class Section:
     figure: Path | None = None
     verdicts: list[Verdict] = field(default_factory=list)
     error: str = ""
+    summary: str = ""  # the figure's comparison table as HTML, shown above it
 
     @property
     def as_expected(self) -> bool:
@@ -99,6 +100,7 @@ def build_section(store: ResultStore) -> Section:
         rows=len(table),
         figure=path,
         verdicts=verdicts,
+        summary="" if figure.summary is None else figure.summary(table).to_html(classes="summary"),
     )
 
 
@@ -147,6 +149,7 @@ def _section_html(section: Section) -> str:
 <p>{html.escape(section.description)}</p>
 <p class="meta">experiment <code>{name}</code>, scale {html.escape(section.scale)},
 {section.cells} cells, {section.rows} rows</p>
+{section.summary}
 <div class="pair">
 <img alt="{html.escape(section.title)}" src="data:image/png;base64,{image}">
 <table><tr><th>claim</th><th>predicted</th><th>measured</th><th>verdict</th></tr>
