@@ -42,7 +42,7 @@ def by_definition(attn: Attention, x: torch.Tensor) -> torch.Tensor:
                 if attn.kind == "key_query":
                     sink = float(q[i] @ attn.sink_key[h, 0].detach()) / math.sqrt(attn.dk)
                 else:
-                    sink = float(attn.sink_logits[h, i, 0])
+                    sink = float(attn.sink_logits[h, i, 0].detach())
                 w = torch.exp(row) / (math.exp(sink) + torch.exp(row).sum())
             elif name == "sigmoid":
                 w = 1 / (1 + torch.exp(-(row - math.log(n))))
