@@ -132,7 +132,8 @@ def _closed_form(model: AttentionStack, x0: torch.Tensor, layer: int) -> float |
                 O = O @ block.value.weight.mT @ block.output.weight.mT
             return float(P.norm() ** 2 * O.norm() ** 2)
         (top, *rest) = above
-        if not rest and _is_plain(top) and top.config.fix in ("none", "mean", "causal_mean"):
+        softmax = top.config.normaliser == "softmax"  # the derivative below is the softmax's
+        if not rest and softmax and _is_plain(top) and top.config.fix in ("none", "mean", "causal_mean"):
             return _one_softmax_block(top, xs[layer], P, O)
         return None
 

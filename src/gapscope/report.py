@@ -43,6 +43,7 @@ class Section:
     error: str = ""
     sizes: str = ""
     manifest: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""  # the figure's comparison table as HTML, shown above it
 
     @property
     def as_expected(self) -> bool:
@@ -106,6 +107,7 @@ def build_section(store: ResultStore) -> Section:
         verdicts=verdicts,
         sizes=run_sizes(table),
         manifest=manifest,
+        summary="" if figure.summary is None else figure.summary(table).to_html(classes="summary"),
     )
 
 
@@ -196,6 +198,7 @@ def _section_html(section: Section) -> str:
 <p>{html.escape(section.description)}</p>
 <p class="meta">experiment <code>{name}</code>, scale {html.escape(section.scale)},
 {section.cells} cells, {section.rows} rows; click the figure for full size</p>
+{section.summary}
 <div class="pair">
 <img class="zoomable" alt="{html.escape(section.title)}" title="click for full size"
  src="data:image/png;base64,{image}">

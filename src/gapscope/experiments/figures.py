@@ -70,12 +70,18 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Figure:
-    """A figure and its verdicts over one experiment's table, and what its grid must hold."""
+    """A figure and its verdicts over one experiment's table, and what its grid must hold.
+
+    ``summary``, when given, turns the table into a small comparison table (e.g. variant x
+    claim, each cell a computed mark) that the report shows above the figure.
+    """
 
     plot: Callable[[pd.DataFrame], MplFigure]
     verdicts: Callable[[pd.DataFrame], list[Verdict]]
     needs: Mapping[str, int] = field(default_factory=dict)
     needs_values: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    # an optional comparison table shown above the figure (rows and columns named, cells text)
+    summary: Callable[[pd.DataFrame], pd.DataFrame] | None = None
 
     def problems(self, grid: Mapping[str, list[Any]], fixed: Mapping[str, Any]) -> list[str]:
         """Why a grid (axes) with these fixed values cannot give this figure's verdicts."""

@@ -1,12 +1,14 @@
 """Real architectures through Hugging Face transformers (extra ``hf``): models built offline
 from configs, and gapscope's attention implementations registered in transformers' registry.
 
-Importing this package registers ``gapscope_capture`` and ``gapscope_gap_free`` (when
+Importing this package registers ``gapscope_capture``, ``gapscope_gap_free`` and the remedies of
+:mod:`gapscope.hf.remedies` (when
 transformers is installed; otherwise the first function that needs it says what to install).
 """
 
 import contextlib
 
+from gapscope.hf import remedies  # the drop-in remedies: centred, length-scaled, softmax + 1
 from gapscope.hf.attention import (
     CAPTURE,
     GAP_FREE,
@@ -22,6 +24,7 @@ from gapscope.hf.probe import is_causal, max_positions
 
 with contextlib.suppress(ImportError):
     register()
+    remedies.register()
 
 __all__ = [
     "CAPTURE",

@@ -247,11 +247,13 @@ def remove_gap(
     *,
     k: int = 1,
     margin: float = 0.1,
+    gain: float | torch.Tensor = 1.0,
 ) -> torch.Tensor:
     """Dense definitions of the gap fixes of Mind the Gap (SPEC section 5).
 
-    * ``mean``: A - 11^T/T (the paper's A^perp);
-    * ``causal_mean``: A - U_c, the causal uniform matrix removed;
+    * ``mean``: A - gain 11^T/T (the paper's A^perp at gain 1; centred attention with a
+      gain otherwise, see :mod:`gapscope.theory.remedies`);
+    * ``causal_mean``: A - gain U_c, the causal uniform matrix removed;
     * ``top_k``: A minus its top ``k`` singular triplets;
     * ``outliers``: A minus every singular triplet above (1 + margin) 2 sigma/sqrt(T),
       with sigma^2 = ||A - 11^T/T||_F^2 as in :func:`spectral_gap`;
@@ -265,9 +267,9 @@ def remove_gap(
     if fix == "none":
         return A
     if fix == "mean":
-        return A - 1.0 / T
+        return A - gain / T
     if fix == "causal_mean":
-        return A - causal_uniform(T, dtype=A.dtype).to(A.device)
+        return A - gain * causal_uniform(T, dtype=A.dtype).to(A.device)
     U, S, Vh = torch.linalg.svd(A)
     if fix == "top_k":
         keep = torch.arange(T, device=A.device) >= check_int(k, "k", minimum=0)

@@ -3,6 +3,7 @@ attention-only stack of Mind the Gap with its named configurations, and the
 reparameterised value projections of Record Straight."""
 
 from gapscope.nn.attention import ATTENTION_KINDS, Attention, gap_free_sdpa, subtract_value_mean
+from gapscope.nn.normalisers import NORMALISERS, linear_weights, scores_to_weights
 from gapscope.nn.reparam import MODES, ReparameterisedFactor, ReparameterisedValue, reparameterise_values
 from gapscope.nn.stack import (
     CONFIG_NAMES,
@@ -23,6 +24,9 @@ __all__ = [
     "ReparameterisedValue",
     "reparameterise_values",
     "ATTENTION_KINDS",
+    "NORMALISERS",
+    "linear_weights",
+    "scores_to_weights",
     "CONFIG_NAMES",
     "SKIPS",
     "VALUE_INITS",

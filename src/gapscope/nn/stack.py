@@ -23,6 +23,7 @@ from gapscope._checks import as_generator, check_choice, check_int, check_positi
 from gapscope.ensembles import KEY_QUERY_INITS, LAWS
 from gapscope.linalg.gap import FIXES
 from gapscope.nn.attention import ATTENTION_KINDS, Attention
+from gapscope.nn.normalisers import NORMALISERS
 from gapscope.nn.reparam import MODES, ReparameterisedFactor, ReparameterisedValue
 
 SKIPS = ("none", "standard", "upscaled")
@@ -39,7 +40,8 @@ class StackConfig:
     or 'scaled_identity' (sqrt(T) I, as in the paper's Fig. 7 notebook). ``value_mode``
     'sharpening' or 'smoothing' replaces the value and output projections by the
     reparameterised B = V diag(clip psi) V^-1 of Record Straight (``value_init`` is then
-    unused).
+    unused). ``normaliser``, ``gain``, ``learn_gain``, ``length_scale`` and ``diff_lambda``
+    are the attention's remedies (:class:`gapscope.nn.Attention`).
     """
 
     T: int
@@ -63,6 +65,11 @@ class StackConfig:
     mlp: bool = False
     paper_quirks: bool = False
     dtype: str = "float64"
+    normaliser: str = "softmax"
+    gain: float = 1.0
+    learn_gain: bool = False
+    length_scale: float = 0.5
+    diff_lambda: float = 0.8
 
     def __post_init__(self) -> None:
         check_int(self.T, "T", minimum=2)
@@ -89,6 +96,16 @@ class StackConfig:
         check_choice(self.value_mode, "value_mode", VALUE_MODES)
         check_choice(self.dtype, "dtype", tuple(DTYPES))
         check_positive(self.sigma_v2, "sigma_v2")
+        check_choice(self.normaliser, "normaliser", NORMALISERS)
+        if self.kind in ("identity", "uniform") and self.normaliser != "softmax":
+            raise ValueError(f"the {self.kind!r} attention has no scores: normaliser must be 'softmax'")
+        if self.kind == "markov" and self.normaliser == "linear":
+            raise ValueError("linear attention needs queries and keys: use kind 'key_query'")
+        if not isinstance(self.gain, int | float) or not math.isfinite(self.gain):
+            raise ValueError(f"gain must be a finite number, got {self.gain!r}")
+        check_positive(self.length_scale, "length_scale")
+        if not isinstance(self.diff_lambda, int | float) or not math.isfinite(self.diff_lambda):
+            raise ValueError(f"diff_lambda must be a finite number, got {self.diff_lambda!r}")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -119,6 +136,11 @@ class Block(nn.Module):
             dk=c.dk,
             top_k=c.top_k,
             margin=c.margin,
+            normaliser=c.normaliser,
+            gain=c.gain,
+            learn_gain=c.learn_gain,
+            length_scale=c.length_scale,
+            diff_lambda=c.diff_lambda,
             dtype=dtype,
             generator=generator,
         )

@@ -1,0 +1,349 @@
+"""Remedies side by side at initialisation: which attention variants keep rank, and why.
+
+Every variant of :class:`gapscope.nn.Attention` (a ``normaliser`` or the centred gain of the
+mean ``fix``) beside A and A^perp: the gap s_1/s_2 and sqrt(T)|lambda_2| against T, the
+stable rank of Sigma_l at l = 1 and 3 against T, the stable rank against depth in 10-layer
+stacks with and without LN and skip, and ||dX_L/dW_1||_F^2 against T (L = ``grad_depth``).
+Theory where it exists: :mod:`gapscope.theory.remedies`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+from matplotlib.figure import Figure as MplFigure
+
+from gapscope.ensembles import LAWS, isometric_input
+from gapscope.experiments.figures import Figure, Verdict, fmt, log_slope, mean_by
+from gapscope.experiments.parameters import Parameter
+from gapscope.gradients import value_gradient_norms
+from gapscope.linalg import covariance_stable_rank
+from gapscope.nn import AttentionStack, StackConfig
+from gapscope.theory import key_query_sigma2
+from gapscope.theory.remedies import centred_top_singular_value, differential_sigma2, length_scaled_gap_ratio
+
+# variant name -> StackConfig fields (key-query variants use N(0, 1) keys and queries, d_k = d)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "A": {"kind": "markov"},
+    "A^⊥": {"kind": "markov", "fix": "mean"},
+    "A(X)": {"kind": "key_query"},
+    "A(X)^⊥": {"kind": "key_query", "fix": "mean"},
+    "centred 0.5": {"kind": "key_query", "fix": "mean", "gain": 0.5},
+    "differential": {"kind": "key_query", "normaliser": "differential"},
+    "length-scaled": {"kind": "key_query", "normaliser": "length_scaled"},
+    "sink": {"kind": "key_query", "normaliser": "sink"},
+    "softmax+1": {"kind": "key_query", "normaliser": "softmax_plus_one"},
+    "sigmoid": {"kind": "key_query", "normaliser": "sigmoid"},
+    "ReLU/T": {"kind": "key_query", "normaliser": "relu"},
+    "linear": {"kind": "key_query", "normaliser": "linear"},
+}
+STACKS: dict[str, dict[str, Any]] = {
+    "plain": {},
+    "LN": {"layer_norm": True},
+    "skip": {"skip": "standard"},
+    "skip + LN": {"skip": "standard", "layer_norm": True},
+}
+WIDTH_DEPTH, DEPTH_LAYERS = 3, 10
+
+PARAMETERS = (
+    Parameter("variant", "str", "the attention variant", choices=tuple(VARIANTS)),
+    Parameter("T", "int", "the number of tokens", minimum=2),
+    Parameter("gamma", "float", "T / d", 1.0, minimum=1e-3),
+    Parameter("seed", "int", "the seed of the weights and the input", minimum=0),
+    Parameter("law", "str", "the entry law of A and A^perp", "exponential", choices=LAWS),
+    Parameter("grad_depth", "int", "the depth L of the gradient stack", 2, minimum=1),
+    Parameter("length_scale", "float", "s of the length-scaled logits", 0.5, minimum=0.0),
+    Parameter("diff_lambda", "float", "lambda of differential attention", 0.8, minimum=0.0),
+    Parameter("depth_max_T", "int", "run the depth stacks only up to this T", 128, minimum=2),
+)
+
+
+def _config(cell: dict[str, Any], depth: int, **extra: Any) -> StackConfig:
+    fields = VARIANTS[cell["variant"]] | extra
+    return StackConfig(
+        T=cell["T"],
+        d=round(cell["T"] / cell["gamma"]),
+        depth=depth,
+        law=cell["law"],
+        length_scale=cell["length_scale"],
+        diff_lambda=cell["diff_lambda"],
+        **fields,
+    )
+
+
+def _build(cell: dict[str, Any], depth: int, **extra: Any) -> tuple[AttentionStack, torch.Tensor]:
+    config = _config(cell, depth, **extra)
+    g = torch.Generator().manual_seed(cell["seed"])
+    model = AttentionStack(config, generator=g)
+    return model, isometric_input(config.T, config.d, dtype=torch.float64, generator=g)
+
+
+def measure(cell: dict[str, Any], device: torch.device) -> list[dict[str, Any]]:
+    """Gap, width collapse, depth collapse and gradient rows of one variant at one T and seed."""
+    T = cell["T"]
+    rows: list[dict[str, Any]] = []
+    model, x0 = _build(cell, WIDTH_DEPTH)
+    with torch.no_grad():
+        A = model.layers[0].attention.effective_attention(x0)[0]
+        s = torch.linalg.svdvals(A)
+        lam = torch.linalg.eigvals(A).abs().sort(descending=True).values
+        rows.append(
+            {
+                "kind": "gap",
+                "s1": float(s[0]),
+                "s2": float(s[1]),
+                "gap_ratio": float(s[0] / s[1]),
+                "abs_lambda1": float(lam[0]),
+                "sqrt_T_abs_lambda2": math.sqrt(T) * float(lam[1]),
+                "row_sum": float(A.sum(-1).mean()),
+            }
+        )
+        for layer, X in enumerate(model(x0)[1:], start=1):
+            sr = covariance_stable_rank(X)
+            rows.append(
+                {"kind": "width", "layer": layer, "sr": float(sr.value), "sr_minus_one": float(sr.minus_one)}
+            )
+        if T <= cell["depth_max_T"]:
+            for stack, extra in STACKS.items():
+                deep, X = _build(cell, DEPTH_LAYERS, **extra)
+                for layer, block in enumerate(deep.layers, start=1):
+                    try:  # ReLU / T and linear attention overflow in deep plain stacks: NaN from there on
+                        X = block(X)
+                        value = (
+                            float(covariance_stable_rank(X).value) if bool(X.isfinite().all()) else math.nan
+                        )
+                    except ValueError:
+                        X = torch.full_like(X, math.nan)
+                        value = math.nan
+                    rows.append({"kind": "depth", "stack": stack, "layer": layer, "sr": value})
+    grad_model, x = _build(cell, cell["grad_depth"])
+    plain = VARIANTS[cell["variant"]].get("normaliser", "softmax") == "softmax"
+    method = "auto" if plain and cell["grad_depth"] <= 2 else "hutchinson"
+    (norm,) = value_gradient_norms(
+        grad_model, x, layers=[1], method=method, probes=64, generator=cell["seed"]
+    )
+    rows.append({"kind": "gradient", "layer": 1, "grad_sq": norm.squared, "grad_sq_stderr": norm.stderr})
+    return rows
+
+
+# --- what the table says per variant ----------------------------------------------------------
+
+
+def _per_variant(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per variant: the gap slope and ratio, the width slope, depth ranks, gradient slope."""
+    out = {}
+    Tmax = int(table["T"].max())
+    gap = mean_by(table[table["kind"] == "gap"], ["variant", "T"], "gap_ratio")
+    width = mean_by(table[(table["kind"] == "width") & (table["layer"] == 1)], ["variant", "T"], "sr")
+    width3 = mean_by(
+        table[(table["kind"] == "width") & (table["layer"] == WIDTH_DEPTH)], ["variant", "T"], "sr"
+    )
+    grad = mean_by(table[table["kind"] == "gradient"], ["variant", "T"], "grad_sq")
+    depth = table[(table["kind"] == "depth") & (table["layer"] == DEPTH_LAYERS)]
+    Td = int(depth["T"].max()) if len(depth) else 0
+    depth_sr = depth[depth["T"] == Td].groupby(["variant", "stack"])["sr"].mean()
+    for variant in [v for v in VARIANTS if v in set(table["variant"])]:
+        g, w, w3, r = (t[t["variant"] == variant] for t in (gap, width, width3, grad))
+        row: dict[str, Any] = {
+            "gap_slope": log_slope(g["T"], g["gap_ratio"]),
+            "gap_ratio": float(g[g["T"] == Tmax]["gap_ratio"].iloc[0]),
+            "width_slope": log_slope(w["T"], w["sr"]),
+            "sr1_over_T": float(w[w["T"] == Tmax]["sr"].iloc[0]) / Tmax,
+            "sr3": float(w3[w3["T"] == Tmax]["sr"].iloc[0]),
+            "grad_slope": log_slope(r["T"], r["grad_sq"]),
+        }
+        for stack in STACKS:
+            row[f"depth_{stack}"] = float(depth_sr.get((variant, stack), float("nan")))
+        out[variant] = row
+    return pd.DataFrame.from_dict(out, orient="index")
+
+
+def _marks(v: pd.Series) -> dict[str, bool]:
+    """The computed answers: gap removed, width rank kept, depth rank kept (plain stack), linear gradient."""
+    return {
+        "gap removed": v["gap_slope"] < 0.25,
+        "sr grows with T": v["width_slope"] >= 0.5,
+        "no depth collapse": v["depth_plain"] > 1.1,
+        "gradient linear in T": v["grad_slope"] <= 1.3,
+    }
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Variant x {gap, width collapse, depth collapse, gradient growth}, each a mark and its number
+    (nan: the deep stack overflowed or vanished). Thresholds: ``THRESHOLDS``."""
+    stats = _per_variant(table)
+    cells = {}
+    for variant, v in stats.iterrows():
+        m = _marks(v)
+        tick = {True: "✓", False: "✗"}
+        depth = " / ".join(f"{v[f'depth_{s}']:.3g}" for s in STACKS)
+        cells[variant] = {
+            "gap removed (s1/s2 slope in T)": (
+                f"{tick[m['gap removed']]} {v['gap_slope']:.2f} (s1/s2 {v['gap_ratio']:.3g})"
+            ),
+            "width: sr grows (slope, sr1/T)": (
+                f"{tick[m['sr grows with T']]} {v['width_slope']:.2f} ({v['sr1_over_T']:.3g})"
+            ),
+            "depth: sr at layer 10 (plain / LN / skip / skip+LN)": f"{tick[m['no depth collapse']]} {depth}",
+            "gradient linear (slope in T)": f"{tick[m['gradient linear in T']]} {v['grad_slope']:.2f}",
+        }
+    return pd.DataFrame.from_dict(cells, orient="index")
+
+
+# expected answers: theory (theory/remedies.py, SPEC sections 3-7) or the stated reason; the
+# variants without a claim on an axis are measured and shown in the table only
+EXPECTED: dict[str, dict[str, bool]] = {
+    "A": {
+        "gap removed": False,
+        "sr grows with T": False,
+        "no depth collapse": False,
+        "gradient linear in T": False,
+    },
+    "A^⊥": {
+        "gap removed": True,
+        "sr grows with T": True,
+        "no depth collapse": True,
+        "gradient linear in T": True,
+    },
+    "A(X)": {
+        "gap removed": False,
+        "sr grows with T": False,
+        "no depth collapse": False,
+        "gradient linear in T": False,
+    },
+    "A(X)^⊥": {
+        "gap removed": True,
+        "sr grows with T": True,
+        "no depth collapse": False,
+        "gradient linear in T": False,
+    },
+    "centred 0.5": {"gap removed": False, "sr grows with T": False, "gradient linear in T": False},
+    "sink": {"gap removed": False, "sr grows with T": False},
+    "softmax+1": {"gap removed": False, "sr grows with T": False},
+    "sigmoid": {"gap removed": False, "sr grows with T": False},
+    "ReLU/T": {"gap removed": False, "sr grows with T": False},
+    "linear": {"gap removed": False, "sr grows with T": False},
+}
+REASONS = {
+    "A": "Random Markov: s1 = 1 over a bulk 2 sigma/sqrt(T), Thm 2, Props 3 and 4",
+    "A^⊥": "gain 1 removes the Perron value, Props 5 and 6",
+    "A(X)": "key-query attention is close to Random Markov, SPEC section 3",
+    "A(X)^⊥": "the fix removes s1 only; deeper key-query layers depend on W_1, SPEC section 3b",
+    "centred 0.5": "s1 -> 1 - lambda over the bulk: C_1(0.5) = 16 C_1(0), gradient ~ theta^4 d^2",
+    "sink": "rows sum to 1 - O(1/T): Perron value about 1",
+    "softmax+1": "rows sum to 1 - O(1/T): Perron value about 1",
+    "sigmoid": "sigmoid(S - log T) ~ exp(S)/T: rows sum to about E e^S",
+    "ReLU/T": "rows sum to about tau/sqrt(2 pi), bulk 2 sqrt(pi - 1)/sqrt(T) of that",
+    "linear": "phi(q).phi(k) concentrates: A ~ 11^T/T plus a small low-rank part",
+}
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
+THRESHOLDS = (
+    "gap: slope of log s1/s2 < 0.25; width: slope of log sr >= 0.5; depth: sr > 1.1 at layer 10; "
+    "gradient: slope <= 1.3"
+)
+
+
+def _theory_expected(table: pd.DataFrame) -> dict[str, dict[str, bool]]:
+    """Differential attention: centred attention with gain lambda and bulk sigma^2 (1 + lambda^2), so
+    the predicted s1 / edge over the grid (closed while T < (2 sigma sqrt(1 + lambda^2)/(1 - lambda))^2).
+    Length-scaled logits: the Random Markov ratio sqrt(T)/(2 sigma_eff) is below 1 over the grid,
+    i.e. sigma_eff^2 > T/4: no gap (heavy-tailed, near one-hot rows; measured, no closed form)."""
+    Ts = sorted(int(T) for T in table["T"].unique())
+    lam = float(table["diff_lambda"].iloc[0])
+    sigma2 = differential_sigma2(key_query_sigma2(1.0), lam)
+    ratios = [centred_top_singular_value(lam, sigma2, T) / (2 * math.sqrt(sigma2 / T)) for T in Ts]
+    closed = log_slope(Ts, ratios) < 0.25
+    scale = float(table["length_scale"].iloc[0])
+    no_gap = all(length_scaled_gap_ratio(T, scale) < 1 for T in Ts)
+    return {
+        "differential": {"gap removed": closed, "sr grows with T": closed},
+        "length-scaled": {"gap removed": no_gap, "sr grows with T": no_gap},
+    }
+
+
+def verdicts(table: pd.DataFrame) -> list[Verdict]:
+    stats = _per_variant(table)
+    expected = EXPECTED | _theory_expected(table)
+    reasons = REASONS | {
+        "differential": "centred with gain lambda and bulk sigma^2 (1 + lambda^2), theory.remedies",
+        "length-scaled": "sigma_eff^2 = e^(s^2 log^2 T) - 1 > T/4 over the grid, theory.remedies",
+    }
+    out = []
+    for variant, v in stats.iterrows():
+        marks = _marks(v)
+        numbers = {
+            "gap removed": f"slope {fmt(v['gap_slope'])}, s1/s2 = {fmt(v['gap_ratio'])} at T max",
+            "sr grows with T": f"slope {fmt(v['width_slope'])}, sr/T = {fmt(v['sr1_over_T'])} at T max",
+            "no depth collapse": f"sr = {fmt(v['depth_plain'])} at layer {DEPTH_LAYERS}",
+            "gradient linear in T": f"slope {fmt(v['grad_slope'])}",
+        }
+        for claim, want in expected.get(str(variant), {}).items():
+            out.append(
+                Verdict(
+                    f"{variant}: {claim} ({reasons[str(variant)]})",
+                    "yes" if want else "no",
+                    f"{'yes' if marks[claim] else 'no'}: {numbers[claim]}",
+                    marks[claim] == want,
+                    KNOWN_FAILURES.get((str(variant), claim), ""),
+                )
+            )
+    return out
+
+
+def plot(table: pd.DataFrame) -> MplFigure:
+    fig, axes = plt.subplots(2, 3, figsize=(18, 9))
+    (a, b, c), (e, f, h) = axes
+    styles = {v: ("--" if "⊥" in v else "-") for v in VARIANTS}
+    gap = table[table["kind"] == "gap"]
+    for column, ax, label in ((("gap_ratio"), a, "s1 / s2"), ("sqrt_T_abs_lambda2", b, "sqrt(T) |lambda_2|")):
+        for variant, grp in mean_by(gap, ["variant", "T"], column).groupby("variant", sort=False):
+            ax.plot(grp["T"], grp[column], styles.get(str(variant), "-"), marker="o", ms=3, label=variant)
+        ax.set(xscale="log", yscale="log", xlabel="T", ylabel=label)
+    a.set_title("the gap: s1/s2 (grows like sqrt(T) when kept)")
+    b.set_title("second eigenvalue")
+    a.legend(fontsize=6, ncol=2)
+    width = table[table["kind"] == "width"]
+    for layer, marker in ((1, "o"), (WIDTH_DEPTH, "s")):
+        sub = mean_by(width[width["layer"] == layer], ["variant", "T"], "sr")
+        for i, (_variant, grp) in enumerate(sub.groupby("variant", sort=False)):
+            c.plot(
+                grp["T"],
+                grp["sr"] / grp["T"],
+                "-" if layer == 1 else ":",
+                marker=marker,
+                ms=3,
+                color=f"C{i % 10}",
+            )
+    c.set(
+        xscale="log",
+        yscale="log",
+        xlabel="T",
+        ylabel="sr(Sigma_l) / T",
+        title="width: l = 1 (solid), l = 3 (dotted)",
+    )
+    depth = table[table["kind"] == "depth"]
+    if len(depth):
+        Td = int(depth["T"].max())
+        for ax, stack in ((e, "plain"), (f, "skip + LN")):
+            sub = mean_by(depth[(depth["T"] == Td) & (depth["stack"] == stack)], ["variant", "layer"], "sr")
+            for variant, grp in sub.groupby("variant", sort=False):
+                ax.plot(
+                    grp["layer"], grp["sr"], styles.get(str(variant), "-"), marker="o", ms=3, label=variant
+                )
+            ax.set(
+                yscale="log", xlabel="layer", ylabel="sr(Sigma_l)", title=f"depth, {stack} stack, T = {Td}"
+            )
+    grad = mean_by(table[table["kind"] == "gradient"], ["variant", "T"], "grad_sq")
+    for variant, grp in grad.groupby("variant", sort=False):
+        h.plot(grp["T"], grp["grad_sq"], styles.get(str(variant), "-"), marker="o", ms=3, label=variant)
+    L = int(table["grad_depth"].iloc[0])
+    h.set(xscale="log", yscale="log", xlabel="T", ylabel=f"||dX_{L}/dW_1||_F^2", title="gradient against T")
+    fig.tight_layout()
+    return fig
+
+
+remedies = Figure(plot, verdicts, needs={"T": 3}, summary=summary)

@@ -1,0 +1,68 @@
+"""The remedies experiment on a small grid: its verdicts hold, its summary table has a mark per
+variant and claim, and the verdicts fail when the data contradict them."""
+
+import pandas as pd
+import pytest
+import torch
+
+from gapscope.experiments import remedies
+from gapscope.experiments.modules import load
+from gapscope.report import _section_html, build_section
+from gapscope.sweep import ResultStore
+
+VARIANTS = ["A", "A^⊥", "centred 0.5", "linear"]
+
+
+@pytest.fixture(scope="module")
+def table():
+    frames = []
+    for variant in VARIANTS:
+        for T in (16, 32, 64):
+            for seed in (0, 1):
+                cell = {p.name: p.default for p in remedies.PARAMETERS}
+                cell |= {"variant": variant, "T": T, "seed": seed, "depth_max_T": 32}
+                rows = remedies.measure(cell, torch.device("cpu"))
+                frames.append(pd.DataFrame([cell | row for row in rows]))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_verdicts_hold_and_can_fail(table):
+    verdicts = remedies.verdicts(table)
+    assert len(verdicts) >= 12
+    # at T <= 64 the gap and width claims are decided; depth and gradient need the quick scale's T
+    decided = [v for v in verdicts if "gap removed" in v.claim or "sr grows" in v.claim]
+    assert all(v.as_expected for v in decided), [v for v in decided if not v.as_expected]
+    swapped = table.copy()
+    a, perp = swapped["variant"] == "A", swapped["variant"] == "A^⊥"
+    swapped.loc[a, "variant"], swapped.loc[perp, "variant"] = "A^⊥", "A"
+    failed = [v.claim for v in remedies.verdicts(swapped) if not v.as_expected]
+    assert any(claim.startswith("A: gap removed") for claim in failed)
+    assert any(claim.startswith("A^⊥: sr grows") for claim in failed)
+
+
+def test_summary_marks_every_variant_and_claim(table):
+    summary = remedies.summary(table)
+    assert list(summary.index) == VARIANTS
+    assert summary.shape[1] == 4
+    assert summary.loc["A^⊥"].iloc[:2].str.startswith("✓").all()  # gap and width, decided at T <= 64
+    assert summary.loc["A"].str.startswith("✗").all()
+    assert load("remedies").figures["remedies"].summary is remedies.summary
+
+
+def test_the_report_shows_the_summary_above_the_figure(tmp_path, table, monkeypatch):
+    store = ResultStore(tmp_path / "remedies")
+    monkeypatch.setattr(ResultStore, "read", lambda self: table)
+    monkeypatch.setattr(ResultStore, "experiment", lambda self: load_experiment())
+    monkeypatch.setattr(ResultStore, "manifest", lambda self: {"scale": "test", "cells": 24})
+    store.root.mkdir()
+    section = build_section(store)
+    assert not section.error, section.error
+    page = _section_html(section)
+    assert 'class="dataframe summary"' in page
+    assert page.index("dataframe summary") < page.index("<img")
+
+
+def load_experiment():
+    from gapscope.experiments.spec import shipped_experiments
+
+    return shipped_experiments()["remedies"]
