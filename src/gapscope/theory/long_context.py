@@ -40,7 +40,7 @@ from gapscope._checks import check_int, check_positive
 from gapscope.theory.laws import FreeMPProduct
 from gapscope.theory.predictions import key_query_sigma2
 
-REGIMES = ("random_markov", "long_context")
+KEY_QUERY_REGIMES = ("random_markov", "long_context")
 
 
 def higher_hermite_variance(tau: float) -> float:
@@ -111,6 +111,17 @@ def expected_linear_top(T: int, dk: int, tau: float = 1.0, *, draws: int = 200, 
     tau = check_positive(tau, "tau")
     root = _expected_root_top(T, dk, check_int(draws, "draws", minimum=2), check_int(seed, "seed", minimum=0))
     return tau * root[0] / (T * math.sqrt(dk))
+
+
+def linear_top_spread(T: int, dk: int, tau: float = 1.0, *, draws: int = 200, seed: int = 0) -> float:
+    """The standard deviation of s_1(S/T) over draws, from the same Wishart Monte Carlo as
+    :func:`expected_linear_top`: what one draw of s_2(A) scatters by (SPEC 3b, item 1)."""
+    T = check_int(T, "T", minimum=2)
+    dk = check_int(dk, "dk", minimum=1)
+    draws = check_int(draws, "draws", minimum=2)
+    _, se = _expected_root_top(T, dk, draws, check_int(seed, "seed", minimum=0))
+    used = max(8, min(draws, int(draws * (128 / min(T, dk)) ** 3)))
+    return check_positive(tau, "tau") * se * math.sqrt(used) / (T * math.sqrt(dk))
 
 
 def long_context_second_singular_value(T: int, dk: int, tau: float = 1.0) -> float:
@@ -228,7 +239,7 @@ def key_query_gap_prediction(T: int, dk: int, tau: float = 1.0) -> KeyQueryGapPr
     plateau = long_context_plateau(T, dk, tau)
     sr = long_context_stable_rank_excess(T, dk, tau) if long else random_markov_stable_rank_excess(T, sigma2)
     return KeyQueryGapPrediction(
-        regime=REGIMES[int(long)],
+        regime=KEY_QUERY_REGIMES[int(long)],
         T=T,
         dk=dk,
         tau=tau,
