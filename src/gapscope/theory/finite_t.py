@@ -33,19 +33,19 @@ def _laplace_pair(law: str, sigma2: float) -> Callable[[float], tuple[float, flo
     """t -> (E e^{-t x}, E x^2 e^{-t x}) for the law's entries x (any positive scale)."""
     if law == "uniform":  # x ~ U(0, 1): incomplete gamma integrals, accurate at small t
 
-        def pair(t: float) -> tuple[float, float]:
+        def uniform(t: float) -> tuple[float, float]:
             if t == 0:
                 return 1.0, 1.0 / 3.0
             return float(-math.expm1(-t) / t), float(2 * scipy.special.gammainc(3, t) / t**3)
 
-        return pair
+        return uniform
     if law == "half-normal":  # x = |Z|: E e^{-t x} = erfcx(t / sqrt 2), and its second derivative
 
-        def pair(t: float) -> tuple[float, float]:
+        def half_normal(t: float) -> tuple[float, float]:
             phi = float(scipy.special.erfcx(t / math.sqrt(2)))
             return phi, (1 + t * t) * phi - t * math.sqrt(2 / math.pi)
 
-        return pair
+        return half_normal
     # lognormal: x = exp(s Z - s^2/2), s^2 = ln(1 + sigma^2), by 200-node Gauss-Hermite quadrature
     s = math.sqrt(math.log1p(sigma2))
     nodes, weights = _HERMITE
