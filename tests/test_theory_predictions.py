@@ -249,3 +249,83 @@ def test_bulk_moment_closed_forms():
         )
     # the naive same-space sum 2l - 1 + gamma disagrees with Monte Carlo for gamma != 1 (SPEC 8)
     assert covariance_bulk(2, 0.5).variance != pytest.approx(16 * (3 + 0.5))
+
+
+# --- section 7, Correction (turn 2): the exact finite-T expectation -------------------------
+
+
+@pytest.mark.parametrize("law", ["lognormal", "exponential", "gamma", "uniform", "half-normal", "bernoulli"])
+@pytest.mark.parametrize("T", [16, 64])
+def test_frobenius_excess_of_every_law(law, T):
+    """e = E ||A - 11^T/T||_F^2 (closed form, finite sum or quadrature) against 3000 draws; 4 SE."""
+    from gapscope.ensembles import entry_law
+    from gapscope.theory import markov_frobenius_excess
+
+    A = random_markov(T, law, batch_shape=(3000,), generator=7)
+    values = ((A - 1.0 / T) ** 2).sum(dim=(-2, -1)).numpy()
+    e = markov_frobenius_excess(T, law)
+    within(values, e, 0.0)
+    if law in ("exponential", "gamma", "lognormal"):  # here e falls visibly short of sigma^2 at T = 16
+        assert T > 16 or abs(values.mean() - entry_law(law).sigma2) > mc_tolerance(values)
+
+
+def test_frobenius_excess_closed_forms():
+    from gapscope.theory import markov_frobenius_excess
+
+    assert markov_frobenius_excess(128, "exponential") == pytest.approx(127 / 129)
+    assert markov_frobenius_excess(64, "gamma", 0.5) == pytest.approx(63 / (64 * 2 + 1))
+    exponential = markov_frobenius_excess(100, "exponential")
+    assert markov_frobenius_excess(100, "gamma", 1.0) == pytest.approx(exponential)
+    assert markov_frobenius_excess(4000, "lognormal", 0.25) == pytest.approx(0.25, rel=2e-3)
+    assert markov_frobenius_excess(4000, "bernoulli", 0.5) == pytest.approx(0.5, rel=2e-3)
+
+
+def test_product_frobenius_norm_against_spec_numbers():
+    """T(||A_L...A_1||_F^2 - 1) at T = 128 (SPEC: 1.952 +- 0.007 for L = 2, 1.005 +- 0.007 for L = 3),
+    and a Monte Carlo of 120 draws (4 SE); the former formula (1, 0.0078) is far outside."""
+    from gapscope.theory import markov_frobenius_excess, markov_product_frobenius_sq
+
+    T = 128
+    e = markov_frobenius_excess(T, "exponential")
+    for L, spec in ((2, 1.952), (3, 1.005)):
+        exact = T * (markov_product_frobenius_sq(T, L, e) - 1)
+        assert abs(exact - spec) <= 2 * 0.007
+    g = torch.Generator().manual_seed(11)
+    draws = {2: [], 3: []}
+    for _ in range(120):
+        P = torch.eye(T, dtype=torch.float64)
+        for L in (1, 2, 3):
+            P = random_markov(T, "exponential", generator=g) @ P
+            if L in draws:
+                draws[L].append(T * (float(P.norm() ** 2) - 1))
+    for L, values in draws.items():
+        exact = T * (markov_product_frobenius_sq(T, L, e) - 1)
+        within(np.array(values), exact, 0.0)
+        assert abs(np.mean(values) - 1.0**L * T ** (2 - L)) > mc_tolerance(np.array(values))  # old form
+
+
+@pytest.mark.parametrize("fix", ["none", "mean"])
+def test_exact_gradient_norm_against_kronecker(fix):
+    """E ||dX_L/dW_l||_F^2 = d^L [...] at T = 32, L = 3 (30 draws, 4 SE, no finite-T allowance)."""
+    from gapscope.theory import gradient_norm_sq_exact
+
+    T, depth = 32, 3
+    norms = {layer: [] for layer in range(1, depth + 1)}
+    for seed in range(30):
+        run = propagate(T, 1.0, depth, fix=fix, generator=seed)
+        for layer in norms:
+            norms[layer].append(kronecker_gradient_norm_sq(run, layer))
+    predicted = gradient_norm_sq_exact(T, depth, 1.0, "exponential", fix=fix)
+    for values in norms.values():
+        within(np.array(values), predicted, 0.0)
+
+
+def test_resolved_rank_excess_follows_spec():
+    from gapscope.theory import resolved_rank_excess
+
+    assert resolved_rank_excess(1, 160) == pytest.approx(0.15)
+    assert resolved_rank_excess(3, 160) == pytest.approx(1.5 * 0.29)
+    assert resolved_rank_excess(3, 640) < resolved_rank_excess(3, 320) < resolved_rank_excess(3, 160)
+    for layer, measured in ((1, (0.10, 0.07, 0.03)), (3, (0.29, 0.18, 0.12))):
+        for T, value in zip((160, 320, 640), measured, strict=True):
+            assert value <= resolved_rank_excess(layer, T)

@@ -32,7 +32,7 @@ from gapscope.experiments.figures import (
 )
 from gapscope.linalg import collapse_metrics
 from gapscope.nn import paper_stable_rank
-from gapscope.theory import resolved_rank_constant, width_collapse_constant
+from gapscope.theory import resolved_rank_constant, resolved_rank_excess, width_collapse_constant
 
 PARAMETERS = _stacks.parameters()
 
@@ -133,14 +133,19 @@ def _verdict_width_collapse(table: pd.DataFrame) -> list[Verdict]:
         fixed = top[(top["config"] == "A^⊥") & (top["layer"] > 0)]
         for layer, grp in fixed.groupby("layer"):
             ratio = float(grp["sr"].mean()) / Tmax
+            se = float(grp["sr"].std(ddof=1)) / math.sqrt(len(grp)) / Tmax if len(grp) > 1 else 0.0
             c = resolved_rank_constant(int(layer), gamma)
+            excess = resolved_rank_excess(int(layer), int(Tmax))
             out.append(
                 Verdict(
                     f"A^perp, gamma = {gamma:g}, layer {layer}: sr grows linearly, sr / T -> c_l(gamma) "
-                    "(Prop. 5; the top eigenvalue sits below the edge at finite T: 40% at T <= 150)",
-                    fmt(c),
-                    f"{fmt(ratio)} at T = {Tmax}",
-                    abs(ratio - c) <= 0.4 * c,
+                    "from above (Prop. 5): the top eigenvalue sits below the edge at finite T, so sr / T "
+                    "exceeds c_l by a finite-T excess shrinking like T^(-2/3) (SPEC 7 measured 10%, 7%, 3% "
+                    "for l = 1 and 29%, 18%, 12% for l = 3 at T = 160, 320, 640); allowed: up to 1.5 times "
+                    f"that excess at T = {Tmax} ({100 * excess:.0f}%), plus 3 standard errors over seeds",
+                    f"[{fmt(c)}, {fmt(c * (1 + excess))}]",
+                    f"{fmt(ratio)} +- {fmt(se)} at T = {Tmax}",
+                    c - 3 * se <= ratio <= c * (1 + excess) + 3 * se,
                 )
             )
     first = table[(table["T"] == Tmax) & (table["layer"] == 1)]

@@ -42,7 +42,7 @@ PAPER_ORDER: tuple[tuple[str, tuple[str, ...]], ...] = (
         "Setting the Record Straight",
         ("trained_smoothing", "ln_sign", "pretrained_smoothing", "regime_prediction"),  # Figs 2, 3, 4-5; Thms
     ),
-    ("gapscope's additions", ("causal_fix", "remedies")),
+    ("gapscope's additions", ("causal_fix", "kq_long_context", "remedies")),
 )
 OTHER_GROUP = "Other experiments"
 _RANK = {name: (g, i) for g, (_, names) in enumerate(PAPER_ORDER) for i, name in enumerate(names)}

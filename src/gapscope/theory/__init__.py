@@ -1,5 +1,11 @@
 """Closed forms and limit laws of Mind the Gap and Record Straight (numpy/scipy; torch is not imported)."""
 
+from gapscope.theory.finite_t import (
+    gradient_norm_sq_exact,
+    markov_frobenius_excess,
+    markov_product_frobenius_sq,
+    resolved_rank_excess,
+)
 from gapscope.theory.laws import (
     FreeMPProduct,
     MarchenkoPastur,
@@ -10,6 +16,19 @@ from gapscope.theory.laws import (
     quarter_circle_cdf,
     quarter_circle_moment,
     quarter_circle_pdf,
+)
+from gapscope.theory.long_context import (
+    KeyQueryGapPrediction,
+    expected_linear_top,
+    higher_hermite_variance,
+    key_query_gap_prediction,
+    linear_outlier_law,
+    linear_top_spread,
+    long_context_plateau,
+    long_context_remainder,
+    long_context_second_singular_value,
+    long_context_stable_rank_excess,
+    random_markov_stable_rank_excess,
 )
 from gapscope.theory.oversmoothing import (
     REGIMES,
@@ -41,6 +60,21 @@ from gapscope.theory.predictions import (
 )
 
 __all__ = [
+    "KeyQueryGapPrediction",
+    "expected_linear_top",
+    "gradient_norm_sq_exact",
+    "higher_hermite_variance",
+    "key_query_gap_prediction",
+    "linear_outlier_law",
+    "linear_top_spread",
+    "long_context_plateau",
+    "long_context_remainder",
+    "long_context_second_singular_value",
+    "long_context_stable_rank_excess",
+    "markov_frobenius_excess",
+    "markov_product_frobenius_sq",
+    "random_markov_stable_rank_excess",
+    "resolved_rank_excess",
     "REGIMES",
     "Dominance",
     "OversmoothingPrediction",

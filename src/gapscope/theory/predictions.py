@@ -148,9 +148,13 @@ def gradient_norm_sq(
 ) -> float:
     """Predicted ||dX_L / dW_l||_F^2 for input-independent attention, any l <= L (SPEC section 7).
 
-    Vanilla (Prop. 4, sharp form): sigma_W^{2(L-1)} d^L (1 + sigma^{2L} T^{1-L}).
+    Vanilla (Prop. 4, sharp form with SPEC's turn-2 correction):
+    sigma_W^{2(L-1)} d^L [1 + sum_{k=1}^{L-1} (sigma^2/T)^k + T (sigma^2/T)^L], whose first
+    correction is sigma^2/T for every L >= 2 (the earlier sigma^{2L} T^{1-L} is only the last term).
     Gap removed (Prop. 6): sigma^{2L} sigma_W^{2(L-1)} gamma^{-L} T.
-    For L = 1 these are d (1 + sigma^2) and d sigma^2 with d = T / gamma (eq. 7).
+    For L = 1 these are d (1 + sigma^2) and d sigma^2 with d = T / gamma (eq. 7). These are
+    the large-T forms; :func:`gapscope.theory.gradient_norm_sq_exact` puts the exact finite-T
+    e = E ||A - 11^T/T||_F^2 in place of sigma^2.
     """
     T = check_int(T, "T", minimum=2)
     L = check_int(depth, "depth", minimum=1)
@@ -160,7 +164,8 @@ def gradient_norm_sq(
     if check_choice(fix, "fix", ("none", "mean")) == "mean":
         return sigma2**L * sigma_w2 ** (L - 1) * gamma ** (-L) * T
     d = T / gamma
-    return sigma_w2 ** (L - 1) * d**L * (1 + sigma2**L * float(T) ** (1 - L))
+    r = sigma2 / T
+    return sigma_w2 ** (L - 1) * d**L * (1 + sum(r**k for k in range(1, L)) + T * r**L)
 
 
 def gradient_norm_lower_bound(
