@@ -1,7 +1,6 @@
 """gapscope.hf: registry attention on tiny configs of every architecture (skipped without transformers)."""
 
 import math
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -141,11 +140,16 @@ def test_models_are_built_offline_and_reproducibly():
 
 
 def test_a_missing_transformers_names_the_install_command(monkeypatch):
-    from gapscope.hf._require import require_transformers
+    import importlib.util
 
-    monkeypatch.setitem(sys.modules, "transformers", None)
+    from gapscope._optional import require
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "transformers" else real(name, *a)
+    )
     with pytest.raises(ImportError, match=r"pip install 'gapscope\[hf\]'"):
-        require_transformers()
+        require("transformers", "gapscope.hf")
 
 
 def test_diagnose_rows_and_side_by_side_fix():
