@@ -102,7 +102,8 @@ def diagnose(
             "matrix_free": matrix_free,
             "device": device,
         }
-        tables, baselines = {}, {}
+        tables: dict[str, Any] = {}
+        baselines: dict[str, Any] = {}
         for name in models:
             table = _quietly(run_diagnosis, name, tiny=tiny, **options)
             label = name if name not in tables else f"{name} ({len(tables) + 1})"

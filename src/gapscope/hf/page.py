@@ -17,7 +17,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import pandas as pd
 
@@ -63,7 +63,7 @@ td, th { border: 1px solid #ccc; padding: 3px 6px; text-align: right; }
 .models { display: flex; gap: 2em; align-items: flex-start; }
 """
 
-Tables = pd.DataFrame | Sequence[pd.DataFrame] | Mapping[str, pd.DataFrame]
+Tables: TypeAlias = "pd.DataFrame | Sequence[pd.DataFrame] | Mapping[str, pd.DataFrame]"
 
 
 def _named(tables: Tables) -> dict[str, pd.DataFrame]:

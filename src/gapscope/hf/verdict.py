@@ -116,7 +116,8 @@ def model_verdict(table: pd.DataFrame) -> str:
     s = summary(table)
     attention = {1: "causal", 0: "bidirectional", None: "mixed"}[s["causal"]]
     line = (
-        f"{s['model']} ({attention} attention, T = {_g(s['T'])}): layer 1: s1/s2 = {_g(s['gap_ratio_layer1'])} "
+        f"{s['model']} ({attention} attention, T = {_g(s['T'])}): "
+        f"layer 1: s1/s2 = {_g(s['gap_ratio_layer1'])} "
         f"(bulk edge 2σ/√T = {_g(s['bulk_edge_layer1'])}); stable rank {_g(s['sr_input'])} at the input, "
         f"{_g(s['sr_last'])} by layer {s['layers']}: {depth_word(s['sr_input'], s['sr_last'])}"
     )
