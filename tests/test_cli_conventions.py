@@ -59,7 +59,8 @@ def test_help_imports_no_heavy_module():
         "sys.argv = ['gapscope', '--help']\n"
         "from gapscope.cli import app\n"
         "try:\n    app()\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('torch', 'transformers', 'matplotlib', 'pandas', 'numpy') if m in sys.modules]\n"
+        "names = ('torch', 'transformers', 'matplotlib', 'pandas', 'numpy')\n"
+        "heavy = [m for m in names if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
