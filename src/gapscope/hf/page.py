@@ -98,7 +98,11 @@ def head_grid(table: pd.DataFrame, fix: str, column: str) -> pd.DataFrame:
     """Layer x head medians (over sequences and runs) of a head column for one fix;
     ``extra_outliers`` counts the singular outliers beyond s1."""
     heads = table[(table["kind"] == "head") & (table["fix"] == fix)]
-    heads = heads.assign(extra_outliers=(heads["singular_outliers"] - 1).clip(lower=0))
+    heads = heads.assign(
+        extra_outliers=(heads["singular_outliers"] - 1).clip(lower=0),
+        head=heads["head"].astype(int),
+        layer=heads["layer"].astype(int),
+    )
     return heads.pivot_table(index="layer", columns="head", values=column, aggfunc="median")
 
 
