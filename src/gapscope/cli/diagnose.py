@@ -120,16 +120,22 @@ def diagnose(
 
 
 def _quietly(function: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call ``function``, turning its UserWarnings (e.g. the switch to matrix-free) into notices on stderr."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
-        result = function(*args, **kwargs)
-    for warning in caught:
-        if issubclass(warning.category, UserWarning):
-            notices.print(f"notice: {warning.message}", style="yellow", highlight=False)
+    """Call ``function``, printing its UserWarnings (e.g. the switch to matrix-free) as notices on
+    stderr the moment they are raised, before a long run goes on."""
+    previous = warnings.showwarning
+
+    def show(
+        message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+    ) -> None:
+        if issubclass(category, UserWarning):
+            notices.print(f"notice: {message}", style="yellow", highlight=False)
         else:
-            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
-    return result
+            previous(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = show
+        return function(*args, **kwargs)
 
 
 def _baseline(name: str, tiny: bool, options: dict[str, Any]) -> Any:
