@@ -75,7 +75,7 @@ def test_wrong_fix_and_tiny_on_a_folder(folder):
 def test_terminal_table_names_its_statistic(folder):
     result = runner.invoke(app, ["diagnose", str(folder), "--T", "8"])
     assert result.exit_code == 0, result.output
-    assert "medians over heads and runs" in " ".join(result.output.split())
+    assert "median over heads, sequences and runs" in " ".join(result.output.split())
 
 
 def test_spectrum_refuses_dk_zero_and_oversized_T():

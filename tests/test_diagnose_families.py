@@ -157,7 +157,7 @@ def test_saved_folders_are_diagnosed_by_path(tmp_path, family, causal, fix):
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)  # stderr carries transformers' loading progress bar
     assert payload["causal"] is causal
-    assert payload["statistic"] == "median over heads and runs"
+    assert payload["statistic"] == "median over heads, sequences and runs"
     assert {row["fix"] for row in payload["layers"]} == {"none", fix}
     first = payload["layers"][0]
     assert first["layer"] == 0 and isinstance(first["layer"], int)

@@ -76,10 +76,28 @@ DIAGNOSIS_PANELS = (
 )
 
 
-def diagnosis_figure(table: pd.DataFrame, title: str = "") -> Figure:
+def _reference(part: pd.DataFrame, column: str) -> pd.Series | None:
+    """The theory's value of a head column per layer, for a random Markov matrix with the
+    measured sigma^2 (Mind the Gap, Thm 2): sqrt(T) s2 at 2 sigma, sqrt(T)|lambda_2| at sigma,
+    the gap ratio at s1 / (2 sigma / sqrt(T))."""
+    if "sigma2" not in part:
+        return None
+    sigma = part["sigma2"] ** 0.5
+    values = {"sqrt_T_s2": 2 * sigma, "sqrt_T_abs_lambda2": sigma}
+    if "singular_edge" in part:
+        values["gap_ratio"] = part["s1"] / part["singular_edge"]
+    if column not in values:
+        return None
+    return values[column].groupby(part["layer"]).median()
+
+
+def diagnosis_figure(table: pd.DataFrame, title: str = "", baseline: pd.DataFrame | None = None) -> Figure:
     """The per-layer story of :func:`gapscope.hf.diagnose.diagnose`: head summaries (median
-    over heads and runs, band from the 10th to the 90th percentile) and the collapse metrics
-    of the hidden states, as built ('none') and with the applied fix ('mean' or 'causal')."""
+    over heads, sequences and runs, band from the 10th to the 90th percentile) and the
+    collapse metrics of the hidden states, as built ('none') and with the applied fix
+    ('mean' or 'causal'). Dotted black: the theory's bulk value for a random Markov matrix
+    with each layer's measured sigma^2; dashed grey: ``baseline`` (the same architecture at
+    random initialisation), as built."""
     fig, axes = plt.subplots(2, 3, figsize=(14, 7.5))
     for ax, (kind, column, label) in zip(axes.flat, DIAGNOSIS_PANELS, strict=True):
         rows = table[table["kind"] == kind]
@@ -93,6 +111,13 @@ def diagnosis_figure(table: pd.DataFrame, title: str = "") -> Figure:
                 label="as built" if fix == "none" else f"with the {fix} fix",
             )
             ax.fill_between(stats.index, stats[0.1], stats[0.9], color=line[0].get_color(), alpha=0.2)
+        reference = _reference(rows[rows["fix"] == "none"], column) if kind == "head" else None
+        if reference is not None:
+            ax.plot(reference.index, reference.to_numpy(), "k:", lw=1.2, label="bulk (theory, measured σ²)")
+        if baseline is not None:
+            base = baseline[(baseline["kind"] == kind) & (baseline["fix"] == "none")]
+            medians = base.groupby("layer")[column].median()
+            ax.plot(medians.index, medians.to_numpy(), "--", color="grey", label="random init")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("layer" if kind == "head" else "hidden state (0 = embeddings)")
         ax.set_title(label, fontsize=10)

@@ -72,13 +72,16 @@ def _expand_kv(module: Any, key: torch.Tensor, value: torch.Tensor) -> tuple[tor
 class AttentionRecorder:
     """Collects, per attention call, each layer's attention or its spectral summary.
 
-    ``keep`` = 'matrix' keeps the matrices (B, H, Tq, Tk); 'summary' keeps a batched
-    :class:`gapscope.linalg.SpectralGap` per layer. When every active recorder keeps
-    summaries and no padding mask is passed, ``gapscope_capture`` never forms the
-    attention matrix: the summary comes from fused-attention products
-    (:func:`gapscope.linalg.attention_operator`, exact diagonal eigenvalues for causal
-    heads) and the output from SDPA, so long inputs fit in memory. ``summary_options``
-    go to :func:`gapscope.linalg.spectral_gap`. ``fix`` applies the gap fix to the output.
+    ``keep`` = 'matrix' keeps the matrices (B, H, Tq, Tk); 'summary' keeps, per layer, a
+    :class:`gapscope.linalg.SpectralGap` of batch shape (B, H) or, for a padded batch, a
+    list of one (1, H) summary per sequence over its unpadded tokens. When every active
+    recorder keeps summaries, ``gapscope_capture`` never forms the attention matrix: the
+    summary comes from fused-attention products (:func:`gapscope.linalg.attention_operator`,
+    exact diagonal eigenvalues for causal heads; with padding, one operator per sequence
+    over its valid tokens) and the output from SDPA, so long inputs fit in memory. Only a
+    mask that is neither full nor causal on a sequence's valid tokens (sliding windows)
+    makes that sequence's summary dense. ``summary_options`` go to
+    :func:`gapscope.linalg.spectral_gap`. ``fix`` applies the gap fix to the output.
     """
 
     fix: bool = False
@@ -100,6 +103,17 @@ class AttentionRecorder:
     def record_operator(self, operator: MatrixFreeOperator) -> None:
         """Record the summary of attention known only through products (keep = 'summary')."""
         self.layers.append(spectral_gap(operator, **self.summary_options))
+
+    def record_sequences(self, attentions: list[MatrixFreeOperator | torch.Tensor]) -> None:
+        """Record one summary per sequence of a padded batch, from an operator or a dense
+        (1, H, n, n) matrix over that sequence's valid tokens (keep = 'summary')."""
+        summaries = []
+        for attention in attentions:
+            if isinstance(attention, torch.Tensor):
+                attention = attention.detach().double()
+                attention = attention / attention.sum(dim=-1, keepdim=True)
+            summaries.append(spectral_gap(attention, **self.summary_options))
+        self.layers.append(summaries)
 
 
 _ACTIVE: list[AttentionRecorder] = []
@@ -150,12 +164,18 @@ def gap_free_attention(
     return out - uniform_correction(module, query, key, value, attention_mask).transpose(1, 2), None
 
 
+def _wide(tensor: torch.Tensor) -> torch.Tensor:
+    """Queries and keys for a summary in float64: a float32 softmax over thousands of keys
+    misses the row-sum check of :func:`gapscope.linalg.spectral_gap` (2e-6 at T = 4096)."""
+    return tensor.detach().to(torch.promote_types(tensor.dtype, torch.float64))
+
+
 def _summarised_attention(
     module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float, dropout: float
 ) -> tuple[torch.Tensor, None]:
     """Record each head's spectral summary from products, and attend with fused SDPA."""
     causal = _is_causal_without_mask(module, query, key, None)
-    operator = attention_operator(query.detach(), key.detach(), scale=scale, causal=causal)
+    operator = attention_operator(_wide(query), _wide(key), scale=scale, causal=causal)
     for recorder in _ACTIVE:
         recorder.record_operator(operator)
     out = torch.nn.functional.scaled_dot_product_attention(
@@ -164,6 +184,65 @@ def _summarised_attention(
     if any(recorder.fix for recorder in _ACTIVE):
         out = out - uniform_correction(module, query, key, value, None)
     return out.transpose(1, 2).contiguous(), None
+
+
+def valid_tokens(allowed: torch.Tensor) -> torch.Tensor:
+    """(B, Tk) boolean: the keys of each sequence that some query may see (its unpadded tokens)."""
+    return allowed.any(dim=-2).all(dim=1) if allowed.shape[1] > 1 else allowed[:, 0].any(dim=-2)
+
+
+def sequence_attentions(
+    module: Any, query: torch.Tensor, key: torch.Tensor, allowed: torch.Tensor, scale: float
+) -> list[MatrixFreeOperator | torch.Tensor]:
+    """Per sequence of a padded self-attention batch, its attention over its valid tokens:
+    an operator (no n x n matrix) when the mask there is full or causal, else the dense
+    matrix (e.g. sliding windows)."""
+    attentions: list[MatrixFreeOperator | torch.Tensor] = []
+    for b, valid in enumerate(valid_tokens(allowed)):
+        index = valid.nonzero().squeeze(-1)
+        q, k = _wide(query[b : b + 1, :, index]), _wide(key[b : b + 1, :, index])
+        seen = allowed[b][:, index][:, :, index]
+        n = len(index)
+        if bool(seen.all()):
+            attentions.append(attention_operator(q, k, scale=scale, causal=False))
+        elif torch.equal(
+            seen, torch.ones((n, n), dtype=torch.bool, device=seen.device).tril().expand_as(seen)
+        ):
+            attentions.append(attention_operator(q, k, scale=scale, causal=True))
+        else:
+            scores = (q @ k.transpose(-2, -1)) * scale
+            scores = scores.masked_fill(~seen, float("-inf"))
+            attentions.append(torch.softmax(scores.double(), dim=-1))
+    return attentions
+
+
+def _summarised_padded_attention(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor,
+    scale: float,
+    dropout: float,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """A padded batch without its attention matrix: per-sequence operators for the summaries,
+    transformers' SDPA (with the mask) for the output."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    expanded_key, expanded_value = _expand_kv(module, key, value)
+    allowed = allowed_keys(module, query, expanded_key, attention_mask)
+    assert allowed is not None
+    attentions = sequence_attentions(module, query, expanded_key, allowed, scale)
+    for recorder in _ACTIVE:
+        recorder.record_sequences(attentions)
+    out, _ = sdpa_attention_forward(
+        module, query, key, value, attention_mask, scaling=scale, dropout=dropout, **kwargs
+    )
+    if any(recorder.fix for recorder in _ACTIVE):
+        correction = uniform_correction(module, query, expanded_key, expanded_value, attention_mask)
+        out = out - correction.transpose(1, 2)
+    return out.contiguous(), None
 
 
 def capture_attention(
@@ -181,10 +260,15 @@ def capture_attention(
         raise ValueError(
             "attention sinks (s_aux) are not supported by gapscope_capture: rows would not sum to 1"
         )
-    key, value = _expand_kv(module, key, value)
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     softcap = kwargs.get("softcap")
     summary_only = _ACTIVE and all(recorder.keep == "summary" for recorder in _ACTIVE)
+    self_attention = query.shape[-2] == key.shape[-2]
+    if attention_mask is not None and softcap is None and summary_only and self_attention:
+        return _summarised_padded_attention(
+            module, query, key, value, attention_mask, scale, dropout, **kwargs
+        )
+    key, value = _expand_kv(module, key, value)
     if attention_mask is None and softcap is None and summary_only:
         return _summarised_attention(module, query, key, value, scale, dropout)
     scores = (query @ key.transpose(-2, -1)) * scale

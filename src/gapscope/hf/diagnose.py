@@ -18,6 +18,8 @@ needs is observed, not looked up (:func:`gapscope.hf.is_causal`).
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +28,14 @@ import torch
 
 from gapscope._checks import check_choice, check_int, resolve_device
 from gapscope.hf.attention import CAPTURE, GAP_FREE, AttentionRecorder, recording
+from gapscope.hf.inputs import check_inputs, sequence_length, text_batch, text_windows, valid_tokens
 from gapscope.hf.probe import built_with_fix, layer_causality, max_positions, random_inputs, takes_pixels
 from gapscope.linalg import SpectralGap, collapse_metrics, eigenvalues, spectral_gap
 
 SOURCES = ("random-tokens", "random-embeddings")
+# Above this many tokens the matrix-free head summary is faster than the dense one (2 cores,
+# benchmarks/diagnose_crossover.py), so diagnose switches to it when matrix_free is None.
+MATRIX_FREE_ABOVE = 512
 FIXES = ("auto", "none", "mean", "causal")
 
 
@@ -101,21 +107,6 @@ def plan_fixes(
     return plan
 
 
-def text_windows(tokenizer: Any, text: str, T: int, runs: int, label: str) -> list[dict[str, torch.Tensor]]:
-    """``runs`` consecutive windows of ``T`` tokens of a text file (or 'stdlib'), batch 1 each."""
-    from gapscope.hf.pretrained import text_tokens
-
-    if tokenizer is None:
-        raise ValueError(
-            f"text: no offline tokenizer for {label}; leave text out to diagnose it on random tokens "
-            "(or on random embeddings)"
-        )
-    ids = text_tokens(tokenizer, text)
-    if len(ids) < T * runs:
-        raise ValueError(f"text: {text!r} has {len(ids)} tokens; T * runs = {T * runs} are needed")
-    return [{"input_ids": torch.tensor([ids[run * T : (run + 1) * T]])} for run in range(runs)]
-
-
 def check_length(model: Any, T: int, label: str) -> None:
     """Refuse inputs longer than the model's learned position table (:func:`max_positions`)."""
     limit = max_positions(model)
@@ -125,15 +116,11 @@ def check_length(model: Any, T: int, label: str) -> None:
         )
 
 
-def _summary(attention: torch.Tensor) -> SpectralGap:
-    wide = attention.double()
-    return spectral_gap(wide / wide.sum(dim=-1, keepdim=True))  # rows summed to 1 in the model's dtype
-
-
 def _head_rows(gap: SpectralGap) -> list[dict[str, Any]]:
+    """One row per head of a summary of batch shape (H,)."""
     rows = []
-    for head in range(gap.s1.shape[1]):
-        g = gap[0, head]
+    for head in range(gap.s1.shape[0]):
+        g = gap[head]
         rows.append(
             {
                 "head": head,
@@ -142,6 +129,8 @@ def _head_rows(gap: SpectralGap) -> list[dict[str, Any]]:
                 "s1": float(g.s1),
                 "sqrt_T_s2": float(g.sqrt_T_s2),
                 "gap_ratio": float(g.gap_ratio),
+                "sigma2": float(g.sigma2),
+                "singular_edge": float(g.singular_edge),
                 "eigen_outliers": int(g.eigen_outliers().sum()),
                 "singular_outliers": int(g.singular_outliers().sum()),
                 "converged": bool(g.converged),
@@ -161,41 +150,48 @@ def diagnose(
     model: Any,
     *,
     source: str = "random-tokens",
-    text: str | None = None,
+    text: str | Path | Sequence[str | Path] | None = None,
     T: int = 128,
     runs: int = 1,
     fix: str = "auto",
     fixes: tuple[str, ...] | None = None,
     seed: int = 0,
     tiny: bool = False,
-    inputs: dict[str, torch.Tensor] | None = None,
+    inputs: dict[str, Any] | None = None,
     clouds: tuple[int, ...] = (),
     grams: tuple[int, ...] = (),
-    matrix_free: bool = False,
+    matrix_free: bool | None = None,
     device: Any = "cpu",
 ) -> pd.DataFrame:
     """Diagnose ``model``: a transformers model, a name (random init, :data:`gapscope.hf.MODEL_NAMES`,
     ``tiny`` for the small version, weights seeded by ``seed``; or a shipped pretrained one)
     or a local folder with a config and safetensors weights.
 
-    Each run feeds one sequence of ``T`` tokens: drawn from ``seed`` by ``source``, the
-    run-th window of ``text`` (a file, or 'stdlib'; needs the model's offline tokenizer),
-    or ``inputs`` (batch 1) as given. ``fix`` ('auto', 'none', 'mean', 'causal'; see
-    :func:`plan_fixes`) chooses the runs with the gap removed, next to the model as built.
-    For each layer in ``clouds``, the eigenvalues of sqrt(T) A of head 0 come back as
-    ``kind = 'eigenvalue'`` rows. For each hidden state in ``grams`` (0 = the embeddings
-    that enter layer 1), the cosine similarity of every pair of tokens comes back as
-    ``kind = 'gram'`` rows (i, j, cosine): the input covariance of Mind the Gap's revision
-    Figs 1-2, which is I for isometric input. ``matrix_free`` summarises each head from
-    fused-attention products instead of its matrix (for long inputs; no eigenvalue clouds
-    then); ``converged`` says whether each head's Krylov summary reached its tolerance.
+    Inputs, one batch per run: ``runs`` random sequences of ``T`` tokens drawn from ``seed``
+    by ``source``; ``text`` = one file (or 'stdlib'): its ``runs`` consecutive windows of
+    ``T`` tokens; ``text`` = a list of files: one padded batch, a sequence per file (its
+    first ``T`` tokens, read by the model's own tokenizer); or ``inputs``, a dict of
+    tensors (``input_ids``, ``attention_mask``, ``inputs_embeds``, ``pixel_values``, ...;
+    any batch size, padding given by ``attention_mask``). Rows carry ``sequence`` (the
+    index in the batch) and ``T``, that sequence's unpadded length: every statistic is
+    over its real tokens only.
+
+    ``fix`` ('auto', 'none', 'mean', 'causal'; see :func:`plan_fixes`) chooses the runs
+    with the gap removed, next to the model as built. For each layer in ``clouds``, the
+    eigenvalues of sqrt(T) A of head 0 (sequence 0) come back as ``kind = 'eigenvalue'``
+    rows. For each hidden state in ``grams`` (0 = the embeddings that enter layer 1), the
+    cosine similarity of every pair of tokens comes back as ``kind = 'gram'`` rows.
+    ``matrix_free`` summarises each head from fused-attention products instead of its
+    matrix (padded batches: one operator per sequence); None (the default) chooses it
+    when the longest sequence exceeds :data:`MATRIX_FREE_ABOVE` = 512 tokens, where on 2
+    CPU cores the dense summary becomes the slower one, and says so with a UserWarning.
+    ``converged`` says whether each head's Krylov summary reached its tolerance.
     ``device`` ('cpu', 'cuda') is where the model runs; random inputs are drawn on the CPU.
 
     ``table.attrs`` holds the model's label, whether its attention is causal (None when
-    its layers disagree) and its own attention implementation.
+    its layers disagree), its own attention implementation and whether heads were
+    summarised matrix-free.
     """
-    if matrix_free and clouds:
-        raise ValueError("clouds need the attention matrices; pass matrix_free=False to get them")
     check_choice(source, "source", SOURCES)
     T = check_int(T, "T", minimum=2)
     runs = check_int(runs, "runs", minimum=1)
@@ -203,9 +199,11 @@ def diagnose(
     if text is not None and inputs is not None:
         raise ValueError("give text or inputs, not both")
     model, tokenizer, label = resolve_model(model, seed=seed, tiny=tiny, with_tokenizer=text is not None)
-    windows = None if text is None else text_windows(tokenizer, text, T, runs, label)
-    length = T if inputs is None else next(iter(inputs.values())).shape[1]
+    batches = _batches(model, tokenizer, label, text, inputs, T, runs)
+    lengths = [n for n in (sequence_length(batch) for batch in batches or []) if n is not None]
+    length = max(lengths) if lengths else T
     check_length(model, length, label)
+    matrix_free = _choose_matrix_free(matrix_free, clouds, length)
     device = resolve_device(device)
     model.to(device)
     flags = layer_causality(model)
@@ -217,46 +215,100 @@ def diagnose(
     rows: list[dict[str, Any]] = []
     try:
         for run in range(runs):
-            if windows is not None:
-                batch = windows[run]
-            else:
-                batch = inputs if inputs is not None else random_inputs(model, source, T, g)
+            batch = batches[run] if batches is not None else random_inputs(model, source, T, g)
             batch = {name: tensor.to(device) for name, tensor in batch.items()}
             for name, removes_gap in plan:
                 recorder = AttentionRecorder(fix=removes_gap, keep="summary" if matrix_free else "matrix")
                 with recording(recorder), torch.no_grad():
                     out = model(**batch, output_hidden_states=True)
-                rows += _rows({"run": run, "fix": name}, recorder.layers, out.hidden_states, clouds, grams)
+                valid = valid_tokens(batch, out.hidden_states[0].shape[1])
+                base = {"run": run, "fix": name}
+                rows += _rows(base, recorder.layers, out.hidden_states, valid, clouds, grams)
     finally:
         model.set_attn_implementation(as_built)
     table = pd.DataFrame(rows)
-    table.attrs = {"model": label, "causal": causal, "attn_implementation": as_built}
+    table.attrs = {
+        "model": label,
+        "causal": causal,
+        "attn_implementation": as_built,
+        "matrix_free": matrix_free,
+    }
     return table
+
+
+def _batches(
+    model: Any, tokenizer: Any, label: str, text: Any, inputs: Any, T: int, runs: int
+) -> list[dict[str, torch.Tensor]] | None:
+    """The batch of each run, or None for random inputs drawn as the runs go."""
+    if inputs is not None:
+        if runs != 1:
+            raise ValueError(f"runs must be 1 with inputs (they are one batch), got {runs}")
+        return [check_inputs(inputs)]
+    if text is None:
+        return None
+    if isinstance(text, (str, Path)):
+        return text_windows(tokenizer, str(text), T, runs, label)
+    if runs != 1:
+        raise ValueError(f"runs must be 1 with several text files (they are one batch), got {runs}")
+    return [text_batch(tokenizer, list(text), T, label)]
+
+
+def _choose_matrix_free(matrix_free: bool | None, clouds: tuple[int, ...], length: int) -> bool:
+    if matrix_free and clouds:
+        raise ValueError("clouds need the attention matrices; pass matrix_free=False to get them")
+    if matrix_free is not None:
+        return bool(matrix_free)
+    if length > MATRIX_FREE_ABOVE and not clouds:
+        warnings.warn(
+            f"T = {length} > {MATRIX_FREE_ABOVE}: heads are summarised matrix-free (no T x T matrix; "
+            "pass matrix_free=False, or --dense, to force the dense summary)",
+            UserWarning,
+            stacklevel=3,
+        )
+        return True
+    return False
+
+
+def _sequence_gap(attention: Any, sequence: int, index: torch.Tensor) -> SpectralGap:
+    """The (H,) summary of one sequence from a recorded layer: a dense (B, H, T, T) matrix,
+    a (B, H) summary, or a list of per-sequence (1, H) summaries (padded, matrix-free)."""
+    if isinstance(attention, list):
+        return attention[sequence][0]
+    if isinstance(attention, SpectralGap):
+        return attention[sequence]
+    own = attention[sequence][:, index][:, :, index].double()
+    return spectral_gap(own / own.sum(dim=-1, keepdim=True))  # rows summed to 1 in the model's dtype
 
 
 def _rows(
     base: dict[str, Any],
     layers: list[Any],
     hidden_states: tuple[torch.Tensor, ...],
+    valid: torch.Tensor,
     clouds: tuple[int, ...],
     grams: tuple[int, ...],
 ) -> list[dict[str, Any]]:
-    """The head, eigenvalue, layer and gram rows of one forward pass."""
+    """The head, eigenvalue, layer and gram rows of one forward pass, per sequence."""
     rows: list[dict[str, Any]] = []
-    for layer, attention in enumerate(layers, start=1):
-        gap = attention if isinstance(attention, SpectralGap) else _summary(attention)
-        tokens = gap.T
-        for row in _head_rows(gap):
-            rows.append(base | {"kind": "head", "layer": layer, "T": tokens} | row)
-        if layer in clouds:
-            lam = eigenvalues(attention[0, 0].double()) * math.sqrt(tokens)
-            rows += [
-                base | {"kind": "eigenvalue", "layer": layer, "T": tokens, "re": z.real, "im": z.imag}
-                for z in lam.tolist()
-            ]
-    for layer, hidden in enumerate(hidden_states):
-        at = base | {"layer": layer, "T": hidden.shape[1]}
-        rows.append(at | {"kind": "layer"} | collapse_metrics(hidden[0].double()))
-        if layer in grams:
-            rows += [at | {"kind": "gram"} | entry for entry in _cosine_entries(hidden[0])]
+    for sequence, mask in enumerate(valid):
+        index = mask.nonzero().squeeze(-1)
+        at = base | {"sequence": sequence}
+        for layer, attention in enumerate(layers, start=1):
+            gap = _sequence_gap(attention, sequence, index)
+            tokens = gap.T
+            for row in _head_rows(gap):
+                rows.append(at | {"kind": "head", "layer": layer, "T": tokens} | row)
+            if layer in clouds and sequence == 0:
+                own = attention[0, 0][index][:, index].double()
+                lam = eigenvalues(own / own.sum(dim=-1, keepdim=True)) * math.sqrt(tokens)
+                rows += [
+                    at | {"kind": "eigenvalue", "layer": layer, "T": tokens, "re": z.real, "im": z.imag}
+                    for z in lam.tolist()
+                ]
+        for layer, hidden in enumerate(hidden_states):
+            own = hidden[sequence][index.to(hidden.device)].double()
+            layer_at = at | {"layer": layer, "T": own.shape[0]}
+            rows.append(layer_at | {"kind": "layer"} | collapse_metrics(own))
+            if layer in grams:
+                rows += [layer_at | {"kind": "gram"} | entry for entry in _cosine_entries(own)]
     return rows

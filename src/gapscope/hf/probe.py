@@ -9,6 +9,7 @@ flag, is what decides it).
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 from typing import Any
@@ -145,3 +146,17 @@ def built_with_fix(model: Any) -> bool:
         f"model: its attention implementation {implementation!r} is unknown to gapscope, which can "
         f"diagnose {[name for name in PLAIN_IMPLEMENTATIONS if name]} and {GAP_FREE!r} as built"
     )
+
+
+def random_init_like(model: Any, seed: int = 0) -> Any:
+    """The same architecture as ``model`` at random initialisation, drawn from its config
+    under ``seed`` (the global torch RNG is left as it was), in eval mode: the baseline that
+    shows what training changed."""
+    config = copy.deepcopy(model.config)
+    for name in ("quantization_config", "_pre_quantization_dtype"):  # GGUF and quantised loads
+        if hasattr(config, name):
+            delattr(config, name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = type(model)._from_config(config)
+    return fresh.to(_device(model)).eval()

@@ -1,0 +1,5 @@
+"""``python -m gapscope.cli``."""
+
+from gapscope.cli import app
+
+app(prog_name="gapscope")
