@@ -195,6 +195,9 @@ class Experiment:
         For example ``experiment.varied(grid={"seed": [0, 1]}, fixed={"steps": 64})``; a key
         moved between the grid and the fixed values leaves the other table.
         """
+        both = sorted(set(changes.get("fixed", {})) & set(changes.get("grid", {})))
+        if both:
+            raise ValueError(f"varied sets {both} both in fixed and grid; give each in one place")
         data = self.to_dict()
         for table, values in changes.items():
             if table not in ("fixed", "grid", "expected_cost"):
