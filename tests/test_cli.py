@@ -87,3 +87,15 @@ def test_spectrum_samples_through_the_library_with_the_same_draws():
     payload = json.loads(result.output)
     assert payload["predicted"] == pytest.approx(predicted_gap_summary(0.5, 30))
     assert payload["measured"]["s1"] == pytest.approx(float(torch.linalg.matrix_norm(A, ord=2)), rel=1e-9)
+
+
+def test_spectrum_key_query_theory_names_its_regime_and_predicts_s2_at_long_context():
+    """SPEC section 3b: at T = 2000, d_k = 64 the prediction follows the linear outliers, not 2 sigma."""
+    result = runner.invoke(app, ["spectrum", "--kq", "standard", "--T", "2000", "--dk", "64", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert payload["predicted"]["regime"] == "long_context"
+    measured, predicted = payload["measured"]["sqrt_T_s2"], payload["predicted"]["sqrt_T_s2"]
+    assert abs(predicted - measured) <= 0.1 * measured
+    small = json.loads(runner.invoke(app, ["spectrum", "--T", "50", "--json"]).output)
+    assert small["predicted"]["regime"] == "random_markov"

@@ -47,3 +47,11 @@ def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def check_output_directory(directory: str | Path, argument: str = "out") -> Path:
+    """``directory`` as a Path, refused (ValueError naming ``argument``) when it is an existing file."""
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{argument} must be a directory; {str(path)!r} is an existing file")
+    return path

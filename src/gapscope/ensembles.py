@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from gapscope._checks import as_generator, check_choice, check_int, check_positive, check_tensor
-from gapscope.theory import key_query_sigma2, key_query_tau2
+from gapscope.theory import key_query_gap_prediction, key_query_sigma2, key_query_tau2, predicted_gap_summary
 
 LAWS = ("lognormal", "exponential", "gamma", "uniform", "half-normal", "bernoulli")
 KEY_QUERY_INITS = ("standard", "xavier", "he")
@@ -255,6 +255,45 @@ def sample_attention(
     std = key_query_std(kq, d, dk)
     tau2 = key_query_tau2(std, std)
     return A, key_query_sigma2(tau2, dk) if dk > 4 * tau2 else key_query_sigma2(tau2)
+
+
+def predicted_spectrum(
+    *,
+    T: int,
+    law: str = "lognormal",
+    sigma2: float | None = None,
+    kq: str | None = None,
+    d: int | None = None,
+    dk: int | None = None,
+    gamma: float = 1.0,
+) -> dict[str, Any]:
+    """What the theory predicts for the matrix :func:`sample_attention` draws, with its regime.
+
+    A Random Markov matrix follows Thm 2 (SPEC section 4; regime 'random_markov'). Key-query
+    attention with tau^2 = (std_Q std_K)^2 on unit-norm tokens follows
+    :func:`gapscope.theory.key_query_gap_prediction`: the Random Markov law while T <~ d_k,
+    the long-context law of SPEC section 3b (d_k linear outliers, s_2 near tau / sqrt(d_k))
+    beyond; the 'regime' key says which. Keys follow :meth:`gapscope.linalg.SpectralGap.to_dict`.
+    """
+    T = check_int(T, "T", minimum=2)
+    if kq is None:
+        return {"regime": "random_markov"} | predicted_gap_summary(entry_law(law, sigma2).sigma2, T)
+    width = round(T / check_positive(gamma, "gamma")) if d is None else check_int(d, "d", minimum=1)
+    key = width if dk is None else check_int(dk, "dk", minimum=1)
+    std = key_query_std(kq, width, key)
+    p = key_query_gap_prediction(T, key, math.sqrt(key_query_tau2(std, std)))
+    return {
+        "regime": p.regime,
+        "s1": p.s1,
+        "sqrt_T_s2": p.sqrt_T_s2,
+        "abs_lambda1": 1.0,
+        "sqrt_T_abs_lambda2": p.sqrt_T_abs_lambda2,
+        "sigma2": p.sigma2,
+        "gap_ratio": p.gap_ratio,
+        # up to d_k linear outliers also clear the Random Markov edge at long context: no single count
+        "singular_outliers": 1 if p.regime == "random_markov" else None,
+        "eigen_outliers": 1,
+    }
 
 
 def dense_attention_bytes(

@@ -87,8 +87,9 @@ def diagnose(
 ) -> None:
     """Spectral diagnosis of transformers per layer and head, as built and with the gap fix."""
     try:
+        from gapscope._io import check_output_directory
         from gapscope.hf.diagnose import diagnose as run_diagnosis
-        from gapscope.hf.page import check_output_directory, write_diagnosis
+        from gapscope.hf.page import write_diagnosis
 
         if out is not None:
             check_output_directory(out)

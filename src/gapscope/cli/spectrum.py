@@ -83,9 +83,9 @@ def spectrum(
 ) -> None:
     """Sample attention at initialisation and compare its spectral gap with the theory (SPEC section 4)."""
     from gapscope._checks import check_int
-    from gapscope.ensembles import dense_attention_bytes, sample_attention
+    from gapscope._io import check_output_directory
+    from gapscope.ensembles import dense_attention_bytes, predicted_spectrum, sample_attention
     from gapscope.linalg import spectral_gap
-    from gapscope.theory import predicted_gap_summary
 
     if kq is None:
         described: dict[str, Any] = {"kind": "random_markov", "law": law.value, "sigma2": sigma2}
@@ -95,6 +95,8 @@ def spectrum(
         described["input"] = input_kind.value
     described |= {"T": T, "seed": seed}
     try:
+        if out is not None:
+            check_output_directory(out)
         check_int(T, "T", minimum=2)
         for name, value in (("d", d), ("dk", dk)):
             if value is not None:
@@ -119,11 +121,13 @@ def spectrum(
             input=input_kind.value,
         )
         gap = spectral_gap(A)
+        predicted = predicted_spectrum(
+            T=T, law=law.value, sigma2=sigma2, kq=None if kq is None else kq.value, d=d, dk=dk
+        )
     except (ValueError, TypeError) as err:
         _fail(str(err))
         return
     summary = gap.to_dict()
-    predicted = predicted_gap_summary(predicted_sigma2, T)
     figures: list[str] = []
     if out is not None:
         from gapscope.plot import save_figure, spectrum_figure
@@ -135,7 +139,11 @@ def spectrum(
         payload = {"version": __version__, "ensemble": described, "measured": summary}
         print(json.dumps(payload | {"predicted": predicted, "figures": figures}, indent=2))
         return
-    table = Table(title=f"spectral gap: {described['kind']} (T={T}, seed={seed})")
+    regime = {
+        "random_markov": "Random Markov regime (Mind the Gap, Thm 2; SPEC section 4)",
+        "long_context": "long-context regime, T >> d_k: d_k linear outliers (SPEC section 3b)",
+    }[predicted["regime"]]
+    table = Table(title=f"spectral gap: {described['kind']} (T={T}, seed={seed}); theory: {regime}")
     for column in ("quantity", "measured", "theory"):
         table.add_column(column, justify="right" if column != "quantity" else "left")
     rows = [
@@ -149,7 +157,7 @@ def spectrum(
         ("eigenvalue outliers", len(summary["eigen_outliers"]), predicted["eigen_outliers"]),
     ]
     for name, measured, theory in rows:
-        table.add_row(name, f"{measured:.6g}", f"{theory:.6g}")
+        table.add_row(name, f"{measured:.6g}", "-" if theory is None else f"{theory:.6g}")
     console.print(table)
     console.print(
         f"bulk edges from the measured sigma2: singular {summary['singular_edge']:.4g}, "

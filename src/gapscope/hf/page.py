@@ -14,7 +14,6 @@ import html
 import io
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -22,6 +21,7 @@ from typing import Any, TypeAlias
 import pandas as pd
 
 from gapscope import __version__
+from gapscope._io import check_output_directory, write_atomically
 from gapscope.hf.verdict import (
     STATISTIC,
     diagnosis_summary,
@@ -34,7 +34,6 @@ from gapscope.hf.verdict import (
 
 __all__ = [
     "STATISTIC",
-    "check_output_directory",
     "diagnosis_page",
     "diagnosis_summary",
     "heatmap_html",
@@ -76,14 +75,6 @@ def _named(tables: Tables) -> dict[str, pd.DataFrame]:
         label = str(table.attrs.get("model") or f"model {index}")
         named[label if label not in named else f"{label} ({index})"] = table
     return named
-
-
-def check_output_directory(directory: str | Path) -> Path:
-    """``directory`` as a Path, refused with ValueError when it exists and is not a directory."""
-    path = Path(directory)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"out must be a directory; {str(path)!r} is an existing file")
-    return path
 
 
 def _colour(fraction: float) -> str:
@@ -211,12 +202,6 @@ collapse, a stable rank near 1 is collapse.</p>
 """
 
 
-def _replace(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_diagnosis(
     tables: Tables, directory: str | Path, title: str | None = None, baseline: Any = None
 ) -> list[Path]:
@@ -230,17 +215,16 @@ def write_diagnosis(
     root.mkdir(parents=True, exist_ok=True)
     named = _named(tables)
     frame = pd.concat([table.assign(model=label) for label, table in named.items()], ignore_index=True)
-    parquet = root / "diagnosis.parquet"
-    tmp = root / ".diagnosis.parquet.tmp"
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, parquet)
+    parquet = write_atomically(root / "diagnosis.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
     paths = [parquet, root / "summary.json"]
     records = [summary(table) | {"model": label} for label, table in named.items()]
-    _replace(paths[1], json.dumps(records[0] if len(records) == 1 else records, indent=2))
+    text = json.dumps(records[0] if len(records) == 1 else records, indent=2)
+    write_atomically(paths[1], lambda tmp: tmp.write_text(text, encoding="utf-8"))
     for index, (label, table) in enumerate(named.items(), start=1):
         name = "diagnosis.png" if len(named) == 1 else f"diagnosis-{index}.png"
         base = baseline.get(label) if isinstance(baseline, Mapping) else baseline
         paths.append(save_figure(diagnosis_figure(table, label, base), root / name))
     page = root / "diagnosis.html"
-    _replace(page, diagnosis_page(named, title=title, baseline=baseline))
+    html_text = diagnosis_page(named, title=title, baseline=baseline)
+    write_atomically(page, lambda tmp: tmp.write_text(html_text, encoding="utf-8"))
     return [*paths, page]
