@@ -85,6 +85,7 @@ def test_spectrum_samples_through_the_library_with_the_same_draws():
     )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output)
+    assert payload["predicted"].pop("regime") == "random_markov"
     assert payload["predicted"] == pytest.approx(predicted_gap_summary(0.5, 30))
     assert payload["measured"]["s1"] == pytest.approx(float(torch.linalg.matrix_norm(A, ord=2)), rel=1e-9)
 
@@ -99,3 +100,19 @@ def test_spectrum_key_query_theory_names_its_regime_and_predicts_s2_at_long_cont
     assert abs(predicted - measured) <= 0.1 * measured
     small = json.loads(runner.invoke(app, ["spectrum", "--T", "50", "--json"]).output)
     assert small["predicted"]["regime"] == "random_markov"
+
+
+def test_command_line_choices_are_the_library_tuples():
+    """The CLI spells its choices out (so --help imports no torch); they must be the library's own."""
+    from gapscope.cli.diagnose import DiagnoseFix
+    from gapscope.cli.spectrum import InputKind, KeyQueryInit, Law
+    from gapscope.cli.sweep import Executor, Scale
+    from gapscope.ensembles import INPUTS, KEY_QUERY_INITS, LAWS
+    from gapscope.experiments import SCALES
+    from gapscope.hf.diagnose import FIXES
+    from gapscope.sweep import EXECUTORS
+
+    pairs = [(Law, LAWS), (KeyQueryInit, KEY_QUERY_INITS), (InputKind, INPUTS), (Scale, SCALES)]
+    pairs += [(Executor, EXECUTORS), (DiagnoseFix, FIXES)]
+    for enum, library in pairs:
+        assert sorted(member.value for member in enum) == sorted(library), enum
