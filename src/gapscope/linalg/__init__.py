@@ -1,6 +1,7 @@
 """Numerics on torch tensors: spectra (dense and matrix-free), the spectral gap, and
 collapse metrics of token representations. Batched over leading dimensions."""
 
+from gapscope.linalg.attention import attention_operator
 from gapscope.linalg.gap import FIXES, SpectralGap, causal_uniform, remove_gap, spectral_gap
 from gapscope.linalg.metrics import (
     StableRank,
@@ -19,7 +20,6 @@ from gapscope.linalg.spectra import (
     MatrixFreeOperator,
     TopK,
     as_operator,
-    attention_operator,
     eigenvalues,
     singular_values,
     top_eigenvalues,
