@@ -163,3 +163,34 @@ def test_attention_operator_fused_products_in_float32_and_for_rectangular_heads(
     right, left = torch.randn((3, 150, 11), generator=g), torch.randn((3, 200, 3), generator=g)
     assert torch.allclose(op.matmat(right).double(), A @ right.double(), atol=1e-5)
     assert torch.allclose(op.rmatmat(left).double(), A.mT @ left.double(), atol=1e-5)
+
+
+@pytest.mark.parametrize(("T", "causal"), [(512, False), (1024, False), (1024, True)])
+def test_residual_stopping_reaches_the_tolerance_on_attention(T, causal):
+    """Golub-Kahan-Lanczos stops on ||A^T u - s v|| / s <= tol (A v = s u exactly), which bounds
+    the error of each s: at tol = 1e-4 both s1 and s2 agree with dense svdvals to 1e-4 relative."""
+    from gapscope.linalg import attention_operator
+
+    g = torch.Generator().manual_seed(T)
+    q, k = (torch.randn((T, 64), generator=g, dtype=torch.float64) for _ in range(2))
+    op = attention_operator(q, k, causal=causal)
+    top = top_singular_values(op, 2, block_size=4, krylov_dim=64, tol=1e-4)
+    dense = torch.linalg.svdvals(_dense_attention(q, k, 64**-0.5, causal))[:2]
+    assert bool(top.converged) and bool((top.residuals <= 1e-4).all())
+    assert torch.allclose(top.values, dense, rtol=1e-4, atol=0)
+    assert op.counts.right == op.counts.left > 0  # alternating A and A^T, counted
+
+
+def test_batched_heads_equal_single_heads():
+    """All heads of a layer in one operator: each product is one kernel call for all of them,
+    and the summary of each head is the one of that head alone."""
+    from gapscope.linalg import attention_operator, spectral_gap
+
+    g = torch.Generator().manual_seed(5)
+    q, k = (torch.randn((3, 400, 16), generator=g, dtype=torch.float64) for _ in range(2))
+    for causal in (False, True):
+        batched = spectral_gap(attention_operator(q, k, causal=causal), k=3, tol=1e-8)
+        for h in range(3):
+            single = spectral_gap(attention_operator(q[h], k[h], causal=causal), k=3, tol=1e-8)
+            assert torch.allclose(batched.singular_values[h], single.singular_values, rtol=1e-7)
+            assert torch.allclose(batched.abs_lambda2[h], single.abs_lambda2, rtol=1e-6)

@@ -18,6 +18,7 @@ from gapscope.linalg.metrics import (
 )
 from gapscope.linalg.spectra import (
     MatrixFreeOperator,
+    ProductCounts,
     TopK,
     as_operator,
     eigenvalues,
@@ -31,6 +32,7 @@ __all__ = [
     "causal_uniform",
     "remove_gap",
     "MatrixFreeOperator",
+    "ProductCounts",
     "SpectralGap",
     "StableRank",
     "TopK",

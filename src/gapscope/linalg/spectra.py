@@ -10,7 +10,7 @@ and a residual test. Several such processes can share each product (``_drive``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
@@ -43,6 +43,17 @@ def singular_values(A: torch.Tensor) -> torch.Tensor:
     return torch.linalg.svdvals(A)
 
 
+@dataclass
+class ProductCounts:
+    """Products made through :meth:`MatrixFreeOperator.products` (every Krylov process uses
+    it): calls and columns with A (``right``) and with A^T (``left``)."""
+
+    right: int = 0
+    left: int = 0
+    right_columns: int = 0
+    left_columns: int = 0
+
+
 @dataclass(frozen=True)
 class MatrixFreeOperator:
     """A linear map of shape (*batch, m, n) known only through products with blocks.
@@ -52,7 +63,8 @@ class MatrixFreeOperator:
     ``pair`` (optional) computes both products at once, for operators whose entries are
     recomputed on every product, so that one pass over them serves both.
     ``triangular_diagonal`` (optional) marks a triangular operator and returns its
-    diagonal, (*batch, n): its eigenvalues, exactly.
+    diagonal, (*batch, n): its eigenvalues, exactly. ``counts`` tallies the products made
+    through :meth:`products`.
     """
 
     shape: tuple[int, ...]
@@ -62,6 +74,7 @@ class MatrixFreeOperator:
     device: torch.device = torch.device("cpu")
     pair: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
     triangular_diagonal: Callable[[], torch.Tensor] | None = None
+    counts: ProductCounts = field(default_factory=ProductCounts, compare=False, repr=False)
 
     @classmethod
     def from_dense(cls, M: torch.Tensor) -> MatrixFreeOperator:
@@ -77,6 +90,11 @@ class MatrixFreeOperator:
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """A @ right and A^T @ left (either may be None) in one call, sharing work through
         ``pair`` where the operator has one."""
+        counts = self.counts
+        if right is not None:
+            counts.right, counts.right_columns = counts.right + 1, counts.right_columns + right.shape[-1]
+        if left is not None:
+            counts.left, counts.left_columns = counts.left + 1, counts.left_columns + left.shape[-1]
         if self.pair is not None and right is not None and left is not None:
             return self.pair(right, left)
         if left is not None and self.rmatmat is None:
@@ -95,7 +113,9 @@ class MatrixFreeOperator:
 class TopK(NamedTuple):
     """Leading part of a spectrum from a Krylov method.
 
-    ``residuals`` are ||A x - theta u|| / |theta_1| for each returned value and
+    ``residuals`` are, for each returned value, ||A^T u - s v|| / s for singular values
+    (A v - s u = 0 exactly for the Ritz pairs of Golub-Kahan-Lanczos, so this is the whole
+    residual, relative to each s) and ||A x - theta x|| / |theta_1| for eigenvalues;
     ``converged`` says, per batch element, whether all of them are below ``tol``.
     """
 
@@ -187,7 +207,9 @@ class _GolubKahan(_Krylov):
 
     The right basis V spans a block Krylov space of A^T A; the Ritz values come from the
     Gram matrix of A V (kept in float64), and the residual ||A^T u - s v|| from the kept
-    products A^T A V, so neither the test nor a restart costs an extra product.
+    products A^T A V, so neither the test nor a restart costs an extra product. It stops
+    when every Ritz residual ||A^T u - s v||, relative to its own s, is below ``tol``
+    (A v = s u holds exactly for these Ritz pairs); the error of s is at most that residual.
     """
 
     def __init__(self, start: torch.Tensor, k: int, max_width: int, tol: float, max_restarts: int):
@@ -224,7 +246,7 @@ class _GolubKahan(_Krylov):
         top = W[..., : self.k]
         safe = self.values.clamp(min=torch.finfo(self.V.dtype).tiny)
         gap = (self.AtAV @ top) / safe.unsqueeze(-2) - (self.V @ top) * self.values.unsqueeze(-2)
-        self.residuals = torch.linalg.vector_norm(gap, dim=-2) / safe[..., :1]
+        self.residuals = torch.linalg.vector_norm(gap, dim=-2) / safe
         self.converged = (self.residuals <= self.tol).all(dim=-1)
         if bool(self.converged.all()) or self.restarts_left == 0:
             self.done = True
