@@ -85,25 +85,58 @@ def test_operator_dense_round_trip():
     assert torch.equal(op.dense(), M)
 
 
+def _dense_attention(q, k, scale, causal):
+    scores = q @ k.mT * scale
+    if causal:  # key j <= query i (top-left aligned when T != S)
+        T, S = scores.shape[-2:]
+        scores = scores.masked_fill(torch.arange(S) > torch.arange(T)[:, None], float("-inf"))
+    return torch.softmax(scores, dim=-1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    T=st.integers(2, 90),
+    S=st.integers(2, 90),
+    b=st.sampled_from([1, 16, 64]),
+    causal=st.booleans(),
+    kernel_reports_normalisers=st.booleans(),
+    seed=st.integers(0, 2**31),
+)
+def test_attention_operator_products_are_exact(T, S, b, causal, kernel_reports_normalisers, seed):
+    """A V and A^T U (one fused call each, the swapped head for A^T U, reversed for causal
+    heads) against the dense definition in float64, square and rectangular heads, with the
+    normalisers from the CPU kernel or summed in chunks (as on other devices)."""
+    from gapscope.linalg import attention, attention_operator
+
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn((2, T, 16), generator=g, dtype=torch.float64)
+    k = torch.randn((2, S, 16), generator=g, dtype=torch.float64)
+    A = _dense_attention(q, k, 0.3, causal)
+    kernel = attention._cpu_flash_kernel
+    try:
+        if not kernel_reports_normalisers:
+            attention._cpu_flash_kernel = lambda: None
+        op = attention_operator(q, k, scale=0.3, causal=causal, chunk=7)
+        for _ in range(2):  # the second call reuses the cached normalisers and padded buffers
+            right = torch.randn((2, S, b), generator=g, dtype=torch.float64)
+            left = torch.randn((2, T, b), generator=g, dtype=torch.float64)
+            assert torch.allclose(op.matmat(right), A @ right, rtol=0, atol=1e-10)
+            assert torch.allclose(op.rmatmat(left), A.mT @ left, rtol=0, atol=1e-10)
+    finally:
+        attention._cpu_flash_kernel = kernel
+    if causal and T == S:
+        assert torch.allclose(op.triangular_diagonal(), torch.diagonal(A, dim1=-2, dim2=-1), atol=1e-12)
+
+
 @pytest.mark.parametrize("causal", [False, True])
-def test_attention_operator_products_and_spectra_match_the_dense_matrix(causal):
+def test_attention_operator_spectra_match_the_dense_matrix(causal):
     from gapscope.linalg import attention_operator, spectral_gap
 
     g = torch.Generator().manual_seed(0)
     q = torch.randn((2, 300, 16), generator=g, dtype=torch.float64)
     k = torch.randn((2, 300, 16), generator=g, dtype=torch.float64)
-    scores = q @ k.mT / 4
-    if causal:
-        scores = scores.masked_fill(~torch.ones(300, 300, dtype=torch.bool).tril(), float("-inf"))
-    A = torch.softmax(scores, dim=-1)
+    A = _dense_attention(q, k, 0.25, causal)
     op = attention_operator(q, k, causal=causal, chunk=64)
-    block = torch.randn((2, 300, 5), generator=g, dtype=torch.float64)
-    assert torch.allclose(op.matmat(block), A @ block, atol=1e-12)
-    assert torch.allclose(op.rmatmat(block), A.mT @ block, atol=1e-12)
-    if causal:
-        images, transposed = op.pair(block, block)
-        assert torch.allclose(images, A @ block, atol=1e-12)
-        assert torch.allclose(transposed, A.mT @ block, atol=1e-12)
     free, dense = spectral_gap(op, k=4, tol=1e-10), spectral_gap(A)
     assert bool(free.converged.all())
     assert torch.allclose(free.s2, dense.s2, rtol=1e-8)
@@ -119,10 +152,10 @@ def test_attention_operator_fused_products_in_float32_and_for_rectangular_heads(
 ):
     """The fused path pads the value block to whole heads; without the CPU kernel's
     log-normalisers (as on other devices) they are summed in chunks."""
-    from gapscope.linalg import attention_operator, spectra
+    from gapscope.linalg import attention, attention_operator
 
     if not kernel_reports_normalisers:
-        monkeypatch.setattr(spectra, "_cpu_flash_kernel", lambda: None)
+        monkeypatch.setattr(attention, "_cpu_flash_kernel", lambda: None)
     g = torch.Generator().manual_seed(1)
     q, k = torch.randn((3, 200, 8), generator=g), torch.randn((3, 150, 8), generator=g)
     A = torch.softmax(q.double() @ k.double().mT / math.sqrt(8), dim=-1)
@@ -130,3 +163,34 @@ def test_attention_operator_fused_products_in_float32_and_for_rectangular_heads(
     right, left = torch.randn((3, 150, 11), generator=g), torch.randn((3, 200, 3), generator=g)
     assert torch.allclose(op.matmat(right).double(), A @ right.double(), atol=1e-5)
     assert torch.allclose(op.rmatmat(left).double(), A.mT @ left.double(), atol=1e-5)
+
+
+@pytest.mark.parametrize(("T", "causal"), [(512, False), (1024, False), (1024, True)])
+def test_residual_stopping_reaches_the_tolerance_on_attention(T, causal):
+    """Golub-Kahan-Lanczos stops on ||A^T u - s v|| / s <= tol (A v = s u exactly), which bounds
+    the error of each s: at tol = 1e-4 both s1 and s2 agree with dense svdvals to 1e-4 relative."""
+    from gapscope.linalg import attention_operator
+
+    g = torch.Generator().manual_seed(T)
+    q, k = (torch.randn((T, 64), generator=g, dtype=torch.float64) for _ in range(2))
+    op = attention_operator(q, k, causal=causal)
+    top = top_singular_values(op, 2, block_size=4, krylov_dim=64, tol=1e-4)
+    dense = torch.linalg.svdvals(_dense_attention(q, k, 64**-0.5, causal))[:2]
+    assert bool(top.converged) and bool((top.residuals <= 1e-4).all())
+    assert torch.allclose(top.values, dense, rtol=1e-4, atol=0)
+    assert op.counts.right == op.counts.left > 0  # alternating A and A^T, counted
+
+
+def test_batched_heads_equal_single_heads():
+    """All heads of a layer in one operator: each product is one kernel call for all of them,
+    and the summary of each head is the one of that head alone."""
+    from gapscope.linalg import attention_operator, spectral_gap
+
+    g = torch.Generator().manual_seed(5)
+    q, k = (torch.randn((3, 400, 16), generator=g, dtype=torch.float64) for _ in range(2))
+    for causal in (False, True):
+        batched = spectral_gap(attention_operator(q, k, causal=causal), k=3, tol=1e-8)
+        for h in range(3):
+            single = spectral_gap(attention_operator(q[h], k[h], causal=causal), k=3, tol=1e-8)
+            assert torch.allclose(batched.singular_values[h], single.singular_values, rtol=1e-7)
+            assert torch.allclose(batched.abs_lambda2[h], single.abs_lambda2, rtol=1e-6)

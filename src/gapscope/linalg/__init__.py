@@ -1,6 +1,7 @@
 """Numerics on torch tensors: spectra (dense and matrix-free), the spectral gap, and
 collapse metrics of token representations. Batched over leading dimensions."""
 
+from gapscope.linalg.attention import attention_operator
 from gapscope.linalg.gap import FIXES, SpectralGap, causal_uniform, remove_gap, spectral_gap
 from gapscope.linalg.metrics import (
     StableRank,
@@ -17,9 +18,9 @@ from gapscope.linalg.metrics import (
 )
 from gapscope.linalg.spectra import (
     MatrixFreeOperator,
+    ProductCounts,
     TopK,
     as_operator,
-    attention_operator,
     eigenvalues,
     singular_values,
     top_eigenvalues,
@@ -31,6 +32,7 @@ __all__ = [
     "causal_uniform",
     "remove_gap",
     "MatrixFreeOperator",
+    "ProductCounts",
     "SpectralGap",
     "StableRank",
     "TopK",

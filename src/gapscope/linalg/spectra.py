@@ -10,7 +10,7 @@ and a residual test. Several such processes can share each product (``_drive``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
@@ -43,6 +43,17 @@ def singular_values(A: torch.Tensor) -> torch.Tensor:
     return torch.linalg.svdvals(A)
 
 
+@dataclass
+class ProductCounts:
+    """Products made through :meth:`MatrixFreeOperator.products` (every Krylov process uses
+    it): calls and columns with A (``right``) and with A^T (``left``)."""
+
+    right: int = 0
+    left: int = 0
+    right_columns: int = 0
+    left_columns: int = 0
+
+
 @dataclass(frozen=True)
 class MatrixFreeOperator:
     """A linear map of shape (*batch, m, n) known only through products with blocks.
@@ -52,7 +63,8 @@ class MatrixFreeOperator:
     ``pair`` (optional) computes both products at once, for operators whose entries are
     recomputed on every product, so that one pass over them serves both.
     ``triangular_diagonal`` (optional) marks a triangular operator and returns its
-    diagonal, (*batch, n): its eigenvalues, exactly.
+    diagonal, (*batch, n): its eigenvalues, exactly. ``counts`` tallies the products made
+    through :meth:`products`.
     """
 
     shape: tuple[int, ...]
@@ -62,6 +74,7 @@ class MatrixFreeOperator:
     device: torch.device = torch.device("cpu")
     pair: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
     triangular_diagonal: Callable[[], torch.Tensor] | None = None
+    counts: ProductCounts = field(default_factory=ProductCounts, compare=False, repr=False)
 
     @classmethod
     def from_dense(cls, M: torch.Tensor) -> MatrixFreeOperator:
@@ -77,6 +90,11 @@ class MatrixFreeOperator:
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """A @ right and A^T @ left (either may be None) in one call, sharing work through
         ``pair`` where the operator has one."""
+        counts = self.counts
+        if right is not None:
+            counts.right, counts.right_columns = counts.right + 1, counts.right_columns + right.shape[-1]
+        if left is not None:
+            counts.left, counts.left_columns = counts.left + 1, counts.left_columns + left.shape[-1]
         if self.pair is not None and right is not None and left is not None:
             return self.pair(right, left)
         if left is not None and self.rmatmat is None:
@@ -95,7 +113,9 @@ class MatrixFreeOperator:
 class TopK(NamedTuple):
     """Leading part of a spectrum from a Krylov method.
 
-    ``residuals`` are ||A x - theta u|| / |theta_1| for each returned value and
+    ``residuals`` are, for each returned value, ||A^T u - s v|| / s for singular values
+    (A v - s u = 0 exactly for the Ritz pairs of Golub-Kahan-Lanczos, so this is the whole
+    residual, relative to each s) and ||A x - theta x|| / |theta_1| for eigenvalues;
     ``converged`` says, per batch element, whether all of them are below ``tol``.
     """
 
@@ -187,7 +207,9 @@ class _GolubKahan(_Krylov):
 
     The right basis V spans a block Krylov space of A^T A; the Ritz values come from the
     Gram matrix of A V (kept in float64), and the residual ||A^T u - s v|| from the kept
-    products A^T A V, so neither the test nor a restart costs an extra product.
+    products A^T A V, so neither the test nor a restart costs an extra product. It stops
+    when every Ritz residual ||A^T u - s v||, relative to its own s, is below ``tol``
+    (A v = s u holds exactly for these Ritz pairs); the error of s is at most that residual.
     """
 
     def __init__(self, start: torch.Tensor, k: int, max_width: int, tol: float, max_restarts: int):
@@ -224,7 +246,7 @@ class _GolubKahan(_Krylov):
         top = W[..., : self.k]
         safe = self.values.clamp(min=torch.finfo(self.V.dtype).tiny)
         gap = (self.AtAV @ top) / safe.unsqueeze(-2) - (self.V @ top) * self.values.unsqueeze(-2)
-        self.residuals = torch.linalg.vector_norm(gap, dim=-2) / safe[..., :1]
+        self.residuals = torch.linalg.vector_norm(gap, dim=-2) / safe
         self.converged = (self.residuals <= self.tol).all(dim=-1)
         if bool(self.converged.all()) or self.restarts_left == 0:
             self.done = True
@@ -393,151 +415,3 @@ def top_eigenvalues(
     )
     _drive(op, [process])
     return TopK(process.values, process.residuals, process.converged)
-
-
-def _cpu_flash_kernel() -> Any:
-    """torch's fused CPU attention kernel, which also returns the row log-normalisers (or None)."""
-    return getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-
-
-def _fused_products(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    values: torch.Tensor,
-    scale: float,
-    bias: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """softmax(Q K^T scale + bias) @ values through torch's fused attention, (..., T, width),
-    and the log-normaliser of each row, (..., T), where the kernel reports it (CPU).
-
-    The fused CPU kernel (which never forms T x S) needs 4-d inputs whose value width
-    equals the head width d; otherwise SDPA falls back to a path that materialises the
-    scores. So the batch is flattened and the columns of ``values`` go through in pieces
-    of width d, batched as heads. ``bias`` (..., S) is added to every row of scores.
-    """
-    batch, (T, d), (S, width) = query.shape[:-2], query.shape[-2:], values.shape[-2:]
-    pieces = max(1, -(-width // d))
-    padded = (
-        torch.nn.functional.pad(values, (0, pieces * d - width)).reshape(-1, S, pieces, d).transpose(1, 2)
-    )
-    q = query.reshape(-1, 1, T, d).expand(-1, pieces, T, d)
-    k = key.reshape(-1, 1, S, d).expand(-1, pieces, S, d)
-    mask = None if bias is None else bias.reshape(-1, 1, 1, S)
-    flash = _cpu_flash_kernel() if query.device.type == "cpu" else None
-    lse: torch.Tensor | None = None
-    if flash is not None:
-        out, lse = flash(q, k, padded, attn_mask=mask, scale=scale)
-        lse = lse[:, 0].reshape(*batch, T)
-    else:
-        out = torch.nn.functional.scaled_dot_product_attention(q, k, padded, attn_mask=mask, scale=scale)
-    return out.transpose(1, 2).reshape(*batch, T, pieces * d)[..., :width], lse
-
-
-def attention_operator(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    *,
-    scale: float | None = None,
-    causal: bool = False,
-    chunk: int = 1024,
-) -> MatrixFreeOperator:
-    """A = softmax(Q K^T scale) of one or more heads, (..., T, S), known only through products.
-
-    Without a mask, both products use torch's fused attention (SDPA), which never forms
-    T x S: A V directly, and A^T U = c * softmax(K Q^T scale - lse^T) U, where lse holds
-    the log-normalisers of A's rows and c the column sums of A (the normalisers of the
-    transposed softmax); the CPU kernel reports both, elsewhere they are summed once over
-    blocks of ``chunk`` rows. Causal heads, and ``pair`` (both products at once), recompute
-    A in such row blocks, so at most chunk x S entries exist at once. Works with
-    :func:`top_singular_values`, :func:`top_eigenvalues` and :func:`gapscope.linalg.spectral_gap`.
-    """
-    query = check_tensor(query, "query")
-    key = check_tensor(key, "key")
-    if query.shape[:-2] != key.shape[:-2] or query.shape[-1] != key.shape[-1]:
-        raise ValueError(
-            f"query and key must share batch shape and width, got {tuple(query.shape)} and {tuple(key.shape)}"
-        )
-    chunk = check_int(chunk, "chunk", minimum=1)
-    T, S = query.shape[-2], key.shape[-2]
-    s = query.shape[-1] ** -0.5 if scale is None else scale
-    normalisers: dict[str, torch.Tensor] = {}  # "lse" of A's rows, "log_column_sums" of A, once known
-
-    def scores(start: int) -> torch.Tensor:
-        """The masked scores of queries start .. start + chunk."""
-        block = query[..., start : start + chunk, :] @ key.mT * s
-        if causal:
-            stop = min(T, start + chunk)
-            allowed = (
-                torch.arange(S, device=query.device)
-                <= torch.arange(start, stop, device=query.device)[:, None]
-            )
-            block = block.masked_fill(~allowed, float("-inf"))
-        return block
-
-    def rows(start: int) -> tuple[slice, torch.Tensor]:
-        """A's rows start .. start + chunk, computed from the scores of those queries only."""
-        return slice(start, min(T, start + chunk)), torch.softmax(scores(start), dim=-1)
-
-    def pair(right: torch.Tensor, left: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A @ right and A^T @ left from one pass over the row blocks of A."""
-        right = right.to(query.dtype)
-        images = []
-        transposed = torch.zeros(
-            (*query.shape[:-2], S, left.shape[-1]), dtype=query.dtype, device=query.device
-        )
-        for start in range(0, T, chunk):
-            index, A = rows(start)
-            images.append(A @ right)
-            transposed += A.mT @ left[..., index, :].to(query.dtype)
-        return torch.cat(images, dim=-2), transposed
-
-    def row_lse() -> torch.Tensor:
-        """The log of each row's softmax normaliser (from a fused call where it is reported)."""
-        if "lse" not in normalisers:
-            if not causal:
-                lse = _fused_products(query, key, query.new_zeros((*query.shape[:-2], S, 1)), s)[1]
-                if lse is not None:
-                    normalisers["lse"] = lse
-                    return lse
-            lse_rows = [torch.logsumexp(scores(start), dim=-1) for start in range(0, T, chunk)]
-            normalisers["lse"] = torch.cat(lse_rows, dim=-1)
-        return normalisers["lse"]
-
-    def matmat(block: torch.Tensor) -> torch.Tensor:
-        if causal:
-            return pair(block, block.new_zeros((*block.shape[:-2], T, 0)))[0]
-        out, lse = _fused_products(query, key, block.to(query.dtype), s)
-        if lse is not None:
-            normalisers.setdefault("lse", lse)
-        return out
-
-    def rmatmat(block: torch.Tensor) -> torch.Tensor:
-        if causal:
-            return pair(block.new_zeros((*block.shape[:-2], S, 0)), block)[1]
-        # A^T U = diag(c) softmax(K Q^T scale - lse^T) U, where c = A^T 1 is the column sums of A:
-        # the normalisers of that transposed softmax, reported by the fused kernel or summed in chunks.
-        out, log_column_sums = _fused_products(key, query, block.to(query.dtype), s, -row_lse())
-        if log_column_sums is None:
-            if "log_column_sums" not in normalisers:
-                lse = row_lse().unsqueeze(-1)
-                sums = sum(
-                    torch.exp(scores(i) - lse[..., i : i + chunk, :]).sum(dim=-2) for i in range(0, T, chunk)
-                )
-                normalisers["log_column_sums"] = torch.log(torch.as_tensor(sums))
-            log_column_sums = normalisers["log_column_sums"]
-        return torch.exp(log_column_sums).unsqueeze(-1) * out
-
-    def diagonal() -> torch.Tensor:
-        """A_ii = exp(q_i . k_i scale - lse_i): the eigenvalues of a causal (triangular) head."""
-        lse = row_lse()
-        return torch.exp((query * key).sum(dim=-1) * s - lse)
-
-    return MatrixFreeOperator(
-        (*query.shape[:-2], T, S),
-        matmat,
-        rmatmat,
-        query.dtype,
-        query.device,
-        pair if causal else None,
-        diagonal if causal and T == S else None,
-    )
