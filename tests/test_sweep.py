@@ -152,3 +152,17 @@ def test_parts_are_whole_files_only(tmp_path):
     Path(tmp_path / "parts" / ".abc.parquet.123.tmp.parquet").write_bytes(b"half a file")
     assert store.done_keys() == keys
     pd.testing.assert_frame_equal(store.read(), table)
+
+
+def test_a_store_of_a_definition_the_module_no_longer_accepts_is_rerun_not_a_crash(tmp_path):
+    """After an upgrade a stored definition may fail today's checks: the new run replaces it."""
+    run_sweep(tiny(), tmp_path, scale="paper", progress=False)
+    path = tmp_path / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["experiment"]["fixed"]["gama"] = 1.0  # a key no module takes any more
+    from gapscope.experiments.spec import definition_hash
+
+    manifest["definition_hash"] = definition_hash(manifest["experiment"])
+    path.write_text(json.dumps(manifest))
+    table = run_sweep(tiny(), tmp_path, scale="paper", progress=False)
+    assert table["cell"].nunique() == 8

@@ -48,7 +48,7 @@ from gapscope._checks import check_choice, check_int, resolve_device
 from gapscope._io import write_atomically
 from gapscope._optional import require
 from gapscope.experiments.modules import load
-from gapscope.experiments.spec import Experiment, cell_key
+from gapscope.experiments.spec import Experiment, cell_key, definition_hash
 
 Rows = list[dict[str, Any]]
 
@@ -111,7 +111,7 @@ class ResultStore:
             raise StoreError(
                 f"{self.manifest_path} is not a gapscope manifest ({err}); rerun the experiment"
             ) from None
-        if Experiment.from_dict(definition, source=str(self.manifest_path)).definition_hash != recorded:
+        if definition_hash(definition) != recorded:
             raise StoreError(
                 f"{self.manifest_path} was edited: its experiment no longer matches its definition_hash; "
                 "rerun the experiment file into this folder to rebuild it"

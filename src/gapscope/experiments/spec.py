@@ -66,6 +66,11 @@ class ExperimentFileError(ValueError):
     """An experiment file (or definition) that cannot run as written."""
 
 
+def definition_hash(definition: dict[str, Any]) -> str:
+    """A 16-hex-digit content hash of an experiment definition (as :meth:`Experiment.to_dict` gives it)."""
+    return hashlib.sha1(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def cell_key(module: str, cell: dict[str, Any]) -> str:
     """A stable 16-hex-digit key of a cell of ``module`` (its parameters, sorted)."""
     text = json.dumps({"module": module, "cell": cell}, sort_keys=True, default=str)
@@ -98,7 +103,7 @@ class Experiment:
     @property
     def definition_hash(self) -> str:
         """A content hash of the definition (stores compare it with their manifest)."""
-        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        return definition_hash(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "experiment", base: Path | None = None) -> Experiment:
