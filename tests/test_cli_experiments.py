@@ -46,7 +46,8 @@ def test_run_then_report_reads_the_verdicts(tmp_path):
     assert result.exit_code == payload["exit_code"] == 0, section["verdicts"]
     claims = {v["claim"]: v for v in section["verdicts"]}
     ratio = next(v for c, v in claims.items() if c.startswith("the fix changes only the slope"))
-    assert ratio["predicted"] == "2" and ratio["status"] == "supported"
+    # (1 + e) / e with the exact finite-T e of SPEC section 7 (exponential entries): 2 as T grows
+    assert abs(float(ratio["predicted"]) - 2) < 0.1 and ratio["status"] == "supported"
     report = runner.invoke(app, ["report", str(out), "--json"])
     assert report.exit_code == 0
     again = _payload(report)["experiments"][0]

@@ -210,6 +210,8 @@ class Attention(nn.Module):
     def effective_attention(self, x: torch.Tensor) -> torch.Tensor:
         """The matrix the layer applies, gap fix included (..., heads, T, T)."""
         A = self.attention_matrix(x)
+        if self.fix == "none":  # nothing to remove; a diverged run's NaN must reach the loss, not raise
+            return A
         return remove_gap(A, self.fix, k=self.top_k, margin=self.margin, gain=self.gain)
 
     def forward(
