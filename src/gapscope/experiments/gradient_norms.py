@@ -74,6 +74,15 @@ def _relative_se(values: pd.Series) -> float:
     return float(values.std(ddof=1) / values.mean() / np.sqrt(len(values))) if len(values) > 1 else 0.0
 
 
+def _keys(ax: Any, configs: Any, theory: list[Any], labels: list[str]) -> None:
+    """Two legends: the configurations' shared key, and the theory curves in the lower right."""
+    style_legend(ax, configs)
+    key = ax.get_legend()
+    assert key is not None
+    ax.legend(theory, labels, fontsize=7, loc="lower right")
+    ax.add_artist(key)
+
+
 def _plot_gradient_width(table: pd.DataFrame) -> MplFigure:
     fig, ax = plt.subplots(figsize=(8, 5))
     means = mean_by(table, ["config", "T"], "grad_sq")
@@ -99,11 +108,7 @@ def _plot_gradient_width(table: pd.DataFrame) -> MplFigure:
         yscale="log",
         title=f"one layer, d = T / gamma (gamma = {gamma:g}), {table['seed'].nunique()} runs",
     )
-    style_legend(ax, means["config"].unique())
-    key = ax.get_legend()
-    assert key is not None
-    ax.legend(theory, theory_labels, fontsize=7, loc="lower right")
-    ax.add_artist(key)
+    _keys(ax, means["config"].unique(), theory, theory_labels)
     return fig
 
 
@@ -183,11 +188,7 @@ def _plot_gradient_depth(table: pd.DataFrame) -> MplFigure:
         yscale="log",
         title=f"T = {T}, d = {round(T / gamma)}, {table['seed'].nunique()} runs",
     )
-    style_legend(ax, means["config"].unique())
-    key = ax.get_legend()
-    assert key is not None
-    ax.legend(theory, theory_labels, fontsize=7, loc="lower right")
-    ax.add_artist(key)
+    _keys(ax, means["config"].unique(), theory, theory_labels)
     return fig
 
 
