@@ -30,6 +30,20 @@ CONFIG_FIELDS = (
 )
 
 
+# the Random Markov entry law, shared with the spectrum module
+LAW_PARAMETERS = (
+    Parameter("law", "str", "the entry law of Random Markov attention", "lognormal", choices=LAWS),
+    Parameter(
+        "sigma2",
+        "float",
+        "the normalised entry variance (absent: the law's own)",
+        None,
+        minimum=0.0,
+        optional=True,
+    ),
+)
+
+
 def parameters(dtype: str = "float64", depth: int | None = None) -> tuple[Parameter, ...]:
     """The stack's parameters; ``dtype`` and ``depth`` give their defaults (None: depth is required)."""
     depth_default: dict[str, Any] = {} if depth is None else {"default": depth}
@@ -42,15 +56,7 @@ def parameters(dtype: str = "float64", depth: int | None = None) -> tuple[Parame
         Parameter(
             "input", "str", "the input X_0: Haar-isometric or unit Gaussian rows", "isometric", choices=INPUTS
         ),
-        Parameter("law", "str", "the entry law of Random Markov attention", "lognormal", choices=LAWS),
-        Parameter(
-            "sigma2",
-            "float",
-            "the normalised entry variance (absent: the law's own)",
-            None,
-            minimum=0.0,
-            optional=True,
-        ),
+        *LAW_PARAMETERS,
         Parameter("qk_init", "str", "the key/query initialisation", "standard", choices=KEY_QUERY_INITS),
         Parameter("dk", "int", "the key/query width (absent: d)", None, minimum=1, optional=True),
         Parameter("heads", "int", "the number of heads", 1, minimum=1),

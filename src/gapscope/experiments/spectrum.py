@@ -17,7 +17,8 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure as MplFigure
 
-from gapscope.ensembles import INPUTS, KEY_QUERY_INITS, LAWS, sample_attention
+from gapscope.ensembles import INPUTS, KEY_QUERY_INITS, sample_attention
+from gapscope.experiments import _stacks
 from gapscope.experiments.figures import Figure, Verdict, fmt, log_slope, sigma2_of
 from gapscope.experiments.parameters import Parameter
 from gapscope.linalg import eigenvalues, spectral_gap
@@ -25,15 +26,7 @@ from gapscope.linalg import eigenvalues, spectral_gap
 PARAMETERS = (
     Parameter("T", "int", "the number of tokens (matrix size)", minimum=2),
     Parameter("seed", "int", "the seed of the draw", minimum=0),
-    Parameter("law", "str", "the entry law of a Random Markov matrix", "lognormal", choices=LAWS),
-    Parameter(
-        "sigma2",
-        "float",
-        "the normalised entry variance (absent: the law's own)",
-        None,
-        minimum=0.0,
-        optional=True,
-    ),
+    *_stacks.LAW_PARAMETERS,
     Parameter(
         "kq",
         "str",

@@ -157,11 +157,24 @@ def gap_free_attention(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """SDPA through transformers, minus the uniform attention over the allowed keys (SPEC section 5)."""
+    return minus_uniform(module, query, key, value, attention_mask, 1.0, **kwargs), None
+
+
+def minus_uniform(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    gain: float,
+    **kwargs: Any,
+) -> torch.Tensor:
+    """(A - gain U) V through transformers' SDPA path, U the uniform attention over the allowed keys."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     key, value = _expand_kv(module, key, value)
-    return out - uniform_correction(module, query, key, value, attention_mask).transpose(1, 2), None
+    return out - gain * uniform_correction(module, query, key, value, attention_mask).transpose(1, 2)
 
 
 def _wide(tensor: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from gapscope.hf.attention import _expand_kv, allowed_keys, uniform_correction
+from gapscope.hf.attention import _expand_kv, allowed_keys, minus_uniform
 
 CENTRED = "gapscope_centred"
 LENGTH_SCALED = "gapscope_length_scaled"
@@ -40,13 +40,8 @@ def centred_attention(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """SDPA through transformers minus lambda times the uniform attention over the allowed keys."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     gain = float(getattr(module, "gapscope_gain", DEFAULT_GAIN))
-    out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    key, value = _expand_kv(module, key, value)
-    correction = uniform_correction(module, query, key, value, attention_mask).transpose(1, 2)
-    return out - gain * correction, None
+    return minus_uniform(module, query, key, value, attention_mask, gain, **kwargs), None
 
 
 def _written_out(
