@@ -90,3 +90,17 @@ def test_heavy_tailed_lognormal_edge_converges_slowly():
     gap = spectral_gap(random_markov(1000, "lognormal", 4.0, generator=0))
     assert float(gap.sqrt_T_s2) > 1.4 * 4.0
     assert float(gap.sigma2) == pytest.approx(4.0, rel=0.1)
+
+
+def test_row_sum_check_counts_the_entries_each_sum_adds():
+    """Each entry of A 1 adds T numbers, so its rounding grows with T: a float32 operator whose rows
+    are off by 3e-6 (SmolLM2's heads at T = 4096 were off by 2.2e-6) passes, one off by 1% is refused
+    after its first product."""
+    g = torch.Generator().manual_seed(0)
+    M = random_markov(1024, generator=g).float()
+    slightly_off = MatrixFreeOperator.from_dense(M * (1 + 3e-6))
+    assert spectral_gap(slightly_off, k=2, tol=1e-3).converged.all()
+    scaled = MatrixFreeOperator.from_dense(M * 1.01)
+    with pytest.raises(ValueError, match="rows summing to 1"):
+        spectral_gap(scaled, k=2, tol=1e-6)
+    assert scaled.counts.right == 1

@@ -99,15 +99,20 @@ def row_sum_tolerance(dtype: torch.dtype, n: int) -> float:
     return 16 * max(n, 1) * float(torch.finfo(dtype).eps)
 
 
-def check_row_stochastic(A: torch.Tensor, name: str) -> torch.Tensor:
-    """Check that every row of ``A`` sums to 1 (a Markov / softmax attention matrix)."""
-    tol = row_sum_tolerance(A.dtype, A.shape[-1])
-    err = float((A.sum(dim=-1) - 1).abs().max())
+def check_row_sums(sums: torch.Tensor, n: int, name: str) -> None:
+    """Check that row sums of ``n`` entries each (e.g. A @ 1 of a T x T matrix, n = T) are 1."""
+    tol = row_sum_tolerance(sums.dtype, n)
+    err = float((sums - 1).abs().max())
     if err > tol:
         raise ValueError(
             f"{name} must have rows summing to 1 (a Markov matrix); the largest deviation is "
             f"{err:.3g}, above the tolerance {tol:.1g}"
         )
+
+
+def check_row_stochastic(A: torch.Tensor, name: str) -> torch.Tensor:
+    """Check that every row of ``A`` sums to 1 (a Markov / softmax attention matrix)."""
+    check_row_sums(A.sum(dim=-1), A.shape[-1], name)
     return A
 
 

@@ -177,18 +177,12 @@ def minus_uniform(
     return out - gain * uniform_correction(module, query, key, value, attention_mask).transpose(1, 2)
 
 
-def _wide(tensor: torch.Tensor) -> torch.Tensor:
-    """Queries and keys for a summary in float64: a float32 softmax over thousands of keys
-    misses the row-sum check of :func:`gapscope.linalg.spectral_gap` (2e-6 at T = 4096)."""
-    return tensor.detach().to(torch.promote_types(tensor.dtype, torch.float64))
-
-
 def _summarised_attention(
     module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float, dropout: float
 ) -> tuple[torch.Tensor, None]:
     """Record each head's spectral summary from products, and attend with fused SDPA."""
     causal = _is_causal_without_mask(module, query, key, None)
-    operator = attention_operator(_wide(query), _wide(key), scale=scale, causal=causal)
+    operator = attention_operator(query.detach(), key.detach(), scale=scale, causal=causal)
     for recorder in _ACTIVE:
         recorder.record_operator(operator)
     out = torch.nn.functional.scaled_dot_product_attention(
@@ -213,7 +207,7 @@ def sequence_attentions(
     attentions: list[MatrixFreeOperator | torch.Tensor] = []
     for b, valid in enumerate(valid_tokens(allowed)):
         index = valid.nonzero().squeeze(-1)
-        q, k = _wide(query[b : b + 1, :, index]), _wide(key[b : b + 1, :, index])
+        q, k = query[b : b + 1, :, index].detach(), key[b : b + 1, :, index].detach()
         seen = allowed[b][:, index][:, :, index]
         n = len(index)
         if bool(seen.all()):

@@ -14,7 +14,14 @@ from typing import Any
 
 import torch
 
-from gapscope._checks import as_generator, check_int, check_positive, check_row_stochastic, check_tensor
+from gapscope._checks import (
+    as_generator,
+    check_int,
+    check_positive,
+    check_row_stochastic,
+    check_row_sums,
+    check_tensor,
+)
 from gapscope.linalg.spectra import (
     MatrixFreeOperator,
     _Arnoldi,
@@ -159,7 +166,10 @@ def _matrix_free_summary(
     tol = _default_tol(op.dtype, tol)
     z = torch.randn((*op.batch_shape, T, probes), generator=g, dtype=op.dtype).to(op.device)
     ones = torch.ones((*op.batch_shape, T, 1), dtype=op.dtype, device=op.device)
-    hutchinson = _Probes(torch.cat([ones, z], dim=-1))
+    # A 1 = 1 is checked as soon as the first round of products arrives
+    hutchinson = _Probes(
+        torch.cat([ones, z], dim=-1), check=lambda image: check_row_sums(image[..., 0], T, "A")
+    )
     singular = _GolubKahan(_start_block(op, b, g), k, width, tol, 100)
     if op.triangular_diagonal is None:
         eigen = _Arnoldi(_start_block(op, b, g, perpendicular_to_ones=True), k - 1, width, tol, 100, True)
@@ -172,7 +182,6 @@ def _matrix_free_summary(
         order = torch.argsort(diagonal.abs(), dim=-1, descending=True, stable=True)[..., :k]
         complex_dtype = torch.complex128 if diagonal.dtype == torch.float64 else torch.complex64
         values, converged = torch.gather(diagonal, -1, order).to(complex_dtype), singular.converged
-    check_row_stochastic(hutchinson.image[..., :1], "A")
     perp = hutchinson.image[..., 1:] - z.mean(dim=-2, keepdim=True)
     sigma2 = (perp**2).sum(dim=(-2, -1)) / probes
     return singular.values, values, converged, sigma2

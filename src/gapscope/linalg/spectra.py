@@ -345,13 +345,16 @@ class _Arnoldi(_Krylov):
 
 
 class _Probes(_Krylov):
-    """One product with a block of probes (e.g. Gaussian vectors for a Hutchinson estimate)."""
+    """One product with a block of probes (e.g. Gaussian vectors for a Hutchinson estimate);
+    ``check`` sees the image as it arrives (and may raise before any further product)."""
 
-    def __init__(self, probes: torch.Tensor):
-        self.right = probes
+    def __init__(self, probes: torch.Tensor, check: Callable[[torch.Tensor], None] | None = None):
+        self.right, self.check = probes, check
 
     def receive(self, A_right: torch.Tensor | None, At_left: torch.Tensor | None) -> None:
         assert A_right is not None
+        if self.check is not None:
+            self.check(A_right)
         self.image: torch.Tensor = A_right
         self.done = True
 
