@@ -10,7 +10,7 @@ from gapscope.experiments.modules import load
 from gapscope.report import _section_html, build_section
 from gapscope.sweep import ResultStore
 
-VARIANTS = ["A", "A^⊥", "centred 0.5", "linear"]
+VARIANTS = ["A", "A^⊥", "A(X)", "A(X)^⊥", "linear"]
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def table():
         for T in (16, 32, 64):
             for seed in (0, 1):
                 cell = {p.name: p.default for p in remedies.PARAMETERS}
-                cell |= {"variant": variant, "T": T, "seed": seed, "depth_max_T": 32}
+                cell |= {"variant": variant, "T": T, "seed": seed, "depth_max_T": 32, "train_steps": 20}
                 rows = remedies.measure(cell, torch.device("cpu"))
                 frames.append(pd.DataFrame([cell | row for row in rows]))
     return pd.concat(frames, ignore_index=True)
@@ -43,10 +43,27 @@ def test_verdicts_hold_and_can_fail(table):
 def test_summary_marks_every_variant_and_claim(table):
     summary = remedies.summary(table)
     assert list(summary.index) == VARIANTS
-    assert summary.shape[1] == 4
+    assert summary.shape[1] == 5  # gap, width, depth, gradient, training
     assert summary.loc["A^⊥"].iloc[:2].str.startswith("✓").all()  # gap and width, decided at T <= 64
-    assert summary.loc["A"].str.startswith("✗").all()
+    assert summary.loc["A"].iloc[:4].str.startswith("✗").all()
+    assert summary.loc["A(X)"].iloc[4].startswith("≈ ")  # the training reference itself
+    assert summary.loc["A(X)"].iloc[4].endswith("; 1.00)")
     assert load("remedies").figures["remedies"].summary is remedies.summary
+
+
+def test_training_verdicts_read_the_losses(table):
+    def training_verdicts(t):
+        return [v for v in remedies.verdicts(t) if "train" in v.claim]
+
+    assert [v.as_expected for v in training_verdicts(table)] == [True, True]
+    worse = table.copy()
+    fixed_runs = (worse["kind"] == "training") & (worse["variant"] == "A(X)^⊥")
+    worse.loc[fixed_runs, "loss"] *= 2  # the fix now ends twice as high: outside [0.67, 1.5]
+    assert [v.as_expected for v in training_verdicts(worse)] == [True, False]
+    diverged = table.copy()
+    diverged.loc[(diverged["kind"] == "training") & (diverged["variant"] == "linear"), "loss"] = 10.0
+    assert [v.as_expected for v in training_verdicts(diverged)] == [False, True]
+    assert remedies.summary(diverged).loc["linear"].iloc[4].startswith("✗ no training")
 
 
 def test_the_report_shows_the_summary_above_the_figure(tmp_path, table, monkeypatch):

@@ -65,6 +65,41 @@ def test_pool_gives_the_same_numbers_as_one_process_bit_for_bit(tmp_path, module
     )
 
 
+def test_cells_measured_together_run_as_whole_groups_and_resume_bit_for_bit(tmp_path):
+    """Training cells that differ in lr and seed are one batched model: the pool gives the numbers
+    of one process, and a group with a lost part is measured whole again, so the refilled part
+    equals the lost one bit for bit and the others are not rewritten."""
+    experiment = Experiment.from_dict(
+        {
+            "name": "batched",
+            "module": "attention_training",
+            "figure": "training_fix",
+            "fixed": {"T": 8, "n_train": 4, "steps": 6},
+            "grid": {"config": ["A", "A(X)^⊥"], "lr": [0.1, 0.01], "seed": [0, 1]},
+        }
+    )
+    one = run_sweep(experiment, tmp_path / "one", scale="paper", progress=False)
+    two = run_sweep(experiment, tmp_path / "two", scale="paper", workers=2, progress=False)
+    order = ["cell", "step"]
+    pd.testing.assert_frame_equal(
+        one.sort_values(order).reset_index(drop=True),
+        two.sort_values(order).reset_index(drop=True),
+        check_exact=True,
+    )
+    parts = sorted((tmp_path / "one" / "parts").glob("*.parquet"))
+    assert len(parts) == 8
+    lost = parts[3]
+    kept = {p: p.stat().st_mtime_ns for p in parts if p != lost}
+    lost.unlink()
+    again = run_sweep(experiment, tmp_path / "one", scale="paper", progress=False)
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+    pd.testing.assert_frame_equal(
+        one.sort_values(order).reset_index(drop=True),
+        again.sort_values(order).reset_index(drop=True),
+        check_exact=True,
+    )
+
+
 def test_a_changed_definition_reuses_the_unchanged_cells_and_reads_only_its_own(tmp_path):
     run_sweep(tiny(seeds=2), tmp_path, scale="paper", progress=False)
     parts = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "parts").glob("*.parquet")}

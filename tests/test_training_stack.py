@@ -10,7 +10,14 @@ from gapscope.ensembles import isometric_input
 from gapscope.experiments import shipped_experiments
 from gapscope.nn import AttentionStack, named_config
 from gapscope.sweep import measure_table
-from gapscope.training import LEARNING_RATES, TARGETS, failed, select_learning_rates, train_stack
+from gapscope.training import (
+    LEARNING_RATES,
+    TARGETS,
+    failed,
+    select_learning_rates,
+    train_stack,
+    train_stacks,
+)
 
 
 def test_the_grid_and_targets_are_the_authors():
@@ -83,3 +90,38 @@ def test_the_stored_paper_size_run_backs_the_fig_8b_status():
     assert table["cell"].nunique() == 300
     verdicts = shipped_experiments()["training_scaling_skip"].figure_spec.verdicts(table)
     assert [v.status for v in verdicts] == ["supported", "known not to reproduce"]
+
+
+def _train_alone(config, lr, seed, *, n_train, steps):
+    """The reference: one model, torch.optim.Adam, the loss before each update, NaN stops."""
+    x = isometric_input(config.T, config.d, batch_shape=(n_train,), dtype=config.torch_dtype, generator=0)
+    y = TARGETS["heaviside"](x)
+    model = AttentionStack(config, generator=seed)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = torch.nn.functional.mse_loss(model(x)[-1], y)
+        losses.append(loss.item())
+        if math.isnan(losses[-1]):
+            break
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return losses
+
+
+@pytest.mark.parametrize("name", ["A", "A(X)^⊥ + skip + LN"])
+def test_batched_training_equals_training_each_run_alone(name):
+    """All learning rates and seeds of one configuration as one batched model give the losses of
+    torch.optim.Adam on each run alone, to float32 rounding; a run that diverges stops alone."""
+    config = named_config(name, T=8, d=8, depth=1, dtype="float32")
+    lrs, seeds = [0.1, 0.01, 0.001, 0.1, 0.01, 0.001], [0, 0, 0, 1, 1, 1]
+    batched = train_stacks(config, lrs, seeds, n_train=6, steps=20)
+    for losses, lr, seed in zip(batched, lrs, seeds, strict=True):
+        alone = _train_alone(config, lr, seed, n_train=6, steps=20)
+        assert len(losses) == len(alone) == 20
+        assert losses == pytest.approx(alone, rel=2e-4)
+    quartic = named_config("A", T=8, d=8, depth=1, dtype="float32")
+    runs = train_stacks(quartic, [1e30, 1e-3], [0, 0], target="quartic", steps=30)
+    assert math.isnan(runs[0][-1]) and len(runs[0]) < 30
+    assert len(runs[1]) == 30 and not any(map(math.isnan, runs[1]))

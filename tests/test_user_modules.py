@@ -1,4 +1,5 @@
-"""A user's own experiment module, outside the package, runs the same in every executor."""
+"""A user's own experiment module, outside the package, runs the same in every executor, with its
+cells measured together in groups where it says so."""
 
 import json
 import textwrap
@@ -28,6 +29,13 @@ def measure(cell, device):
     g = torch.Generator().manual_seed(cell["seed"])
     draws = torch.rand(cell["n"], generator=g, dtype=torch.float64)
     return [{"mean": float(draws.mean())}]
+
+
+MEASURED_TOGETHER = ("seed",)
+
+
+def measure_together(cells, device):
+    return [[row | {"group": len(cells)} for row in measure(cell, device)] for cell in cells]
 
 
 def _plot(table):
@@ -91,8 +99,20 @@ def test_a_user_module_runs_in_the_pool_dask_and_submitit(toy, tmp_path):
             progress=False,
         )
     )
+    assert (one["group"] == 3).all()  # the three seeds of each n in one call
     for other in (pool, dask, slurm):
         pd.testing.assert_frame_equal(other[one.columns], one)
+
+
+def test_measured_together_needs_both_names(toy):
+    from gapscope.experiments.modules import load
+
+    module = toy.parent / "toy_module.py"
+    module.write_text(
+        module.read_text().replace('MEASURED_TOGETHER = ("seed",)', 'MEASURED_TOGETHER = ("sed",)')
+    )
+    with pytest.raises(ValueError, match="MEASURED_TOGETHER"):
+        load(str(module))
 
 
 def test_a_user_module_through_the_command_line(toy, tmp_path):

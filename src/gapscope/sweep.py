@@ -20,10 +20,10 @@ duplicated. Cells run, with a progress bar and an ETA, on one of three executors
 * 'local': this process (one worker) or a spawned process pool (``workers``);
 * 'dask': a Dask distributed cluster, at ``scheduler`` (an address) or a LocalCluster
   of ``workers`` processes; results come back to this process, which writes the parts;
-* 'slurm': one Slurm job per cell through submitit, in an array; each job writes its own
-  part (the store must be on a filesystem the nodes share), so jobs that finish after
-  this process is killed are kept. ``slurm_cluster = 'local'`` runs the same jobs as
-  local processes (submitit's local executor), for testing.
+* 'slurm': one Slurm job per cell (or group of cells measured together) through submitit,
+  in an array; each job writes its own parts (the store must be on a filesystem the nodes
+  share), so jobs that finish after this process is killed are kept. ``slurm_cluster =
+  'local'`` runs the same jobs as local processes (submitit's local executor), for testing.
 """
 
 from __future__ import annotations
@@ -158,8 +158,9 @@ def _worker_init(parent_pid: int | None = None) -> None:
     torch.set_num_threads(1)
 
 
-def run_cell(module: str, cell: dict[str, Any], device: str = "cpu") -> Rows:
-    """Run one cell of ``module`` on ``device`` with one torch thread, the same in every process.
+def run_cells(module: str, cells: list[dict[str, Any]], device: str = "cpu") -> list[Rows]:
+    """Run one group of cells of ``module`` (see ``ExperimentModule.groups``) on ``device`` with
+    one torch thread, the same in every process; one list of rows per cell.
 
     The thread count is part of what fixes a cell's numbers: reductions split over
     threads round differently, so every executor runs cells single-threaded.
@@ -169,27 +170,37 @@ def run_cell(module: str, cell: dict[str, Any], device: str = "cpu") -> Rows:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return load(module).measure(cell, resolve_device(device))
+        return load(module).measure_group(cells, resolve_device(device))
     finally:
         torch.set_num_threads(threads)
+
+
+def run_cell(module: str, cell: dict[str, Any], device: str = "cpu") -> Rows:
+    """Run one cell alone (a group of one; a sweep measures whole groups)."""
+    return run_cells(module, [cell], device)[0]
 
 
 def measure_table(experiment: Experiment, scale: str = "quick", device: str = "cpu") -> pd.DataFrame:
     """Every cell of ``experiment`` at ``scale`` run in this process, no store: the table a figure reads."""
     frames = []
-    for cell in experiment.cells(scale):
-        rows = run_cell(experiment.module, cell, device)
-        params = {name: _column_value(value) for name, value in cell.items()}
-        frames.append(pd.DataFrame([params | row for row in rows]))
+    for group in load(experiment.module).groups(experiment.cells(scale)):
+        for cell, rows in zip(group, run_cells(experiment.module, group, device), strict=True):
+            params = {name: _column_value(value) for name, value in cell.items()}
+            frames.append(pd.DataFrame([params | row for row in rows]))
     return pd.concat(frames, ignore_index=True)
 
 
-def run_and_store(root: str, module: str, cell: dict[str, Any], device: str = "cpu") -> int:
-    """Run one cell and write its part into the store at ``root`` (a Slurm job); the number of rows."""
+def run_and_store(root: str, module: str, cells: list[dict[str, Any]], device: str = "cpu") -> int:
+    """Run one group of cells and write the parts not yet in the store at ``root`` (a Slurm job);
+    the number of rows written."""
     _worker_init()
-    rows = run_cell(module, cell, device)
-    ResultStore(root).write_cell(module, cell, rows)
-    return len(rows)
+    store = ResultStore(root)
+    done, written = store.done_keys(), 0
+    for cell, rows in zip(cells, run_cells(module, cells, device), strict=True):
+        if cell_key(module, cell) not in done:
+            store.write_cell(module, cell, rows)
+            written += len(rows)
+    return written
 
 
 EXECUTORS = ("local", "dask", "slurm")
@@ -235,6 +246,12 @@ def run_sweep(
         cells = experiment.cells(scale)
         done = store.done_keys()
         todo = [cell for cell in cells if cell_key(experiment.module, cell) not in done]
+        # whole groups run, so a cell's numbers do not depend on which of its group are stored
+        groups = [
+            group
+            for group in load(experiment.module).groups(cells)
+            if any(cell_key(experiment.module, cell) not in done for cell in group)
+        ]
         grid, _ = experiment.resolved(scale)
         manifest = {
             "experiment": experiment.to_dict(),
@@ -253,14 +270,16 @@ def run_sweep(
         with Progress(*columns, disable=not progress, transient=True) as bar:
             task = bar.add_task(experiment.name, total=len(cells), completed=len(cells) - len(todo))
             if executor == "local":
-                finished = _execute(experiment.module, todo, workers, device)
+                finished = _execute(experiment.module, groups, workers, device)
             elif executor == "dask":
-                finished = _execute_dask(experiment.module, todo, workers, scheduler, device)
+                finished = _execute_dask(experiment.module, groups, workers, scheduler, device)
             else:
                 finished = _execute_slurm(
-                    experiment.module, todo, store, slurm_cluster, slurm_options or {}, device
+                    experiment.module, groups, store, slurm_cluster, slurm_options or {}, device
                 )
             for cell, rows in finished:
+                if cell_key(experiment.module, cell) in done:
+                    continue
                 if rows is not None:
                     store.write_cell(experiment.module, cell, rows)
                 bar.advance(task)
@@ -269,32 +288,31 @@ def run_sweep(
 
 
 Finished = Iterable[tuple[dict[str, Any], list[dict[str, Any]] | None]]
+Groups = list[list[dict[str, Any]]]
 
 
-def _execute(module: str, cells: list[dict[str, Any]], workers: int, device: str) -> Finished:
-    """Yield (cell, rows) as cells finish: in this process for one worker, else in a pool."""
-    if workers == 1 or len(cells) <= 1:
-        for cell in cells:
-            yield cell, run_cell(module, cell, device)
+def _execute(module: str, groups: Groups, workers: int, device: str) -> Finished:
+    """Yield (cell, rows) as groups finish: in this process for one worker, else in a pool."""
+    if workers == 1 or len(groups) <= 1:
+        for group in groups:
+            yield from zip(group, run_cells(module, group, device), strict=True)
         return
     context = get_context("spawn")
     with ProcessPoolExecutor(
         workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
     ) as pool:
-        pending: dict[Future[list[dict[str, Any]]], dict[str, Any]] = {
-            pool.submit(run_cell, module, cell, device): cell for cell in cells
+        pending: dict[Future[list[Rows]], list[dict[str, Any]]] = {
+            pool.submit(run_cells, module, group, device): group for group in groups
         }
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
-                yield pending.pop(future), future.result()
+                yield from zip(pending.pop(future), future.result(), strict=True)
 
 
-def _execute_dask(
-    module: str, cells: list[dict[str, Any]], workers: int, scheduler: str | None, device: str
-) -> Finished:
-    """Yield (cell, rows) as a Dask cluster finishes them."""
-    if not cells:
+def _execute_dask(module: str, groups: Groups, workers: int, scheduler: str | None, device: str) -> Finished:
+    """Yield (cell, rows) as a Dask cluster finishes groups."""
+    if not groups:
         return
     require("distributed", "the dask executor")
     from distributed import Client, LocalCluster, as_completed
@@ -309,12 +327,12 @@ def _execute_dask(
         client.run(_worker_init)
         futures = {
             client.submit(
-                run_cell, module, cell, device, key=f"gapscope-{cell_key(module, cell)}", pure=False
-            ): cell
-            for cell in cells
+                run_cells, module, group, device, key=f"gapscope-{cell_key(module, group[0])}", pure=False
+            ): group
+            for group in groups
         }
         for future in as_completed(futures):
-            yield futures[future], future.result()
+            yield from zip(futures[future], future.result(), strict=True)
     finally:
         client.close()
         if cluster is not None:
@@ -323,15 +341,15 @@ def _execute_dask(
 
 def _execute_slurm(
     module: str,
-    cells: list[dict[str, Any]],
+    groups: Groups,
     store: ResultStore,
     cluster: str,
     options: dict[str, Any],
     device: str,
     poll_seconds: float = 1.0,
 ) -> Finished:
-    """Submit one job per cell (an array) through submitit and yield each cell when its job is done."""
-    if not cells:
+    """Submit one job per group (an array) through submitit and yield its cells when it is done."""
+    if not groups:
         return
     require("submitit", "the slurm executor")
     import submitit
@@ -340,12 +358,13 @@ def _execute_slurm(
     if options:
         executor.update_parameters(**options)
     with executor.batch():
-        jobs = [executor.submit(run_and_store, str(store.root), module, cell, device) for cell in cells]
-    pending = dict(zip(jobs, cells, strict=True))
+        jobs = [executor.submit(run_and_store, str(store.root), module, group, device) for group in groups]
+    pending = dict(zip(jobs, groups, strict=True))
     while pending:
         for job in [job for job in pending if job.done()]:
-            cell = pending.pop(job)
+            group = pending.pop(job)
             job.result()  # raises the job's error, with its log
-            yield cell, None
+            for cell in group:
+                yield cell, None
         if pending:
             time.sleep(poll_seconds)

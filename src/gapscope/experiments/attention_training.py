@@ -18,7 +18,7 @@ from matplotlib.figure import Figure as MplFigure
 from gapscope.experiments import _stacks
 from gapscope.experiments.figures import Figure, Verdict, fmt, is_fixed, style, style_legend
 from gapscope.experiments.parameters import Parameter
-from gapscope.training import TARGETS, failed, select_learning_rates, train_stack
+from gapscope.training import TARGETS, best_curve, run_losses, select_learning_rates, train_stacks
 
 SKIP_LN_NOT_REPRODUCED = (
     "not reproduced by gapscope: with LayerNorm the upscaled skip trains slightly better than the "
@@ -38,19 +38,40 @@ PARAMETERS = (
 )
 
 
+# Runs of one configuration are trained as one batched model, at most this many entries of a
+# T x max(T, d) activation over the inputs and runs: on a GPU about 1 GiB in float32 (the 75 runs of
+# one paper-size configuration in 4 batches); on a CPU 4 MiB, where a batch stays in cache (larger
+# batches measured slower per run than one run alone at T = 128, and up to 2x faster at T = 32)
+BATCH_ENTRIES = {"cpu": 2**20, "cuda": 2**28}
+MEASURED_TOGETHER = ("lr", "seed")
+
+
 def measure(cell: dict[str, Any], device: torch.device) -> list[dict[str, Any]]:
     """Training losses of a named stack, one row per step: the full-batch loss before the update."""
-    losses = train_stack(
-        _stacks.config(cell),
-        cell["lr"],
-        target=cell["target"],
-        n_train=cell["n_train"],
-        steps=cell["steps"],
-        data_seed=cell["data_seed"],
-        seed=cell["seed"],
-        device=device,
-    )
-    return [{"step": step, "loss": loss} for step, loss in enumerate(losses)]
+    return measure_together([cell], device)[0]
+
+
+def measure_together(cells: list[dict[str, Any]], device: torch.device) -> list[list[dict[str, Any]]]:
+    """The cells of one configuration (differing in lr and seed) trained as batched models
+    (:func:`gapscope.training.train_stacks`), in batches of at most ``BATCH_ENTRIES`` for the device."""
+    first, config = cells[0], _stacks.config(cells[0])
+    entries = BATCH_ENTRIES.get(device.type, BATCH_ENTRIES["cpu"])
+    size = max(1, entries // (first["n_train"] * config.T * max(config.T, config.d)))
+    out = []
+    for start in range(0, len(cells), size):
+        chunk = cells[start : start + size]
+        runs = train_stacks(
+            config,
+            [c["lr"] for c in chunk],
+            [c["seed"] for c in chunk],
+            target=first["target"],
+            n_train=first["n_train"],
+            steps=first["steps"],
+            data_seed=first["data_seed"],
+            device=device,
+        )
+        out += [[{"step": step, "loss": loss} for step, loss in enumerate(losses)] for losses in runs]
+    return out
 
 
 def _with_variant(table: pd.DataFrame) -> pd.DataFrame:
@@ -63,15 +84,7 @@ def _with_variant(table: pd.DataFrame) -> pd.DataFrame:
 
 def _training_runs(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per run: initial, final and step-10 loss by variant; and the authors' best lr per variant."""
-    table = _with_variant(table).sort_values("step")
-    groups = table.groupby(["variant", "lr", "seed"])["loss"]
-    runs = pd.DataFrame(
-        {
-            "initial": groups.first(),
-            "final": groups.last(),
-            "at10": groups.apply(lambda x: x.iloc[min(10, len(x) - 1)]),
-        }
-    ).reset_index()
+    runs = run_losses(_with_variant(table), ["variant"])
     return runs, select_learning_rates(runs, ["variant"])
 
 
@@ -86,16 +99,11 @@ def _plot_training(table: pd.DataFrame) -> MplFigure:
     for _, choice in best.iterrows():
         variant = str(choice["variant"])
         ax = axes[0, families.index("key-query" if "A(X)" in variant else "Random Markov")]
-        ok = runs[(runs["variant"] == variant) & (runs["lr"] == choice["lr"])]
-        ok = ok[[not failed(i, f) for i, f in zip(ok["initial"], ok["final"], strict=True)]]
-        rows = table[
-            (table["variant"] == variant) & (table["lr"] == choice["lr"]) & table["seed"].isin(ok["seed"])
-        ]
+        curve = best_curve(table, runs, {"variant": variant, "lr": choice["lr"]})
         chosen = f"lr {choice['lr']:g}, {int(choice['failed'])} failed"
-        if rows.empty:
+        if curve.empty:
             chosen = "no training"
         else:
-            curve = rows.groupby("step")["loss"].mean()
             ax.plot(curve.index, curve.values, **style(variant))
         notes.setdefault(ax, []).append(f"{variant}: {chosen}")
     for ax, family in zip(axes[0], families, strict=True):

@@ -174,6 +174,16 @@ VARIANT_COLOURS = {
     "A(X) + skip + LN": "#393b79",
     "A(X) + upscaled skip + LN": "#e7ba52",
     "A(X) (Xavier)": "#843c39",
+    # the attention variants of the remedies experiment (they never share a figure with the
+    # configurations above, so they reuse the clearest colours; A and A(X) keep theirs)
+    "centred 0.5": "#2ca02c",
+    "differential": "#d62728",
+    "length-scaled": "#ff7f0e",
+    "sink": "#9467bd",
+    "softmax+1": "#8c564b",
+    "sigmoid": "#17becf",
+    "ReLU/T": "#bcbd22",
+    "linear": "#393b79",
 }
 EXTRA_COLOURS = ("#5254a3", "#8ca252", "#a55194", "#6b6ecf", "#b5cf6b", "#d6616b", "#7b4173", "#ce6dbd")
 AS_BUILT, WITH_FIX = "-", "--"  # the line styles: as built, with the gap removed

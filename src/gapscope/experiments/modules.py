@@ -6,7 +6,12 @@ An experiment module is a Python module that defines
 * ``measure(cell, device) -> list[dict]``: one grid cell (every parameter filled in) to
   tidy rows, on a torch device;
 * any number of :class:`~gapscope.experiments.figures.Figure` attributes, each a figure
-  with its verdicts, named by its attribute name.
+  with its verdicts, named by its attribute name;
+* optionally ``MEASURED_TOGETHER`` (parameter names) and ``measure_together(cells, device)
+  -> list[list[dict]]``: cells that differ only in those parameters are measured in one
+  call, one list of rows per cell (the training modules train all learning rates and
+  seeds of a configuration as one batched model). Sweeps always measure a whole group,
+  so a cell's numbers do not depend on which of its group were already stored.
 
 An experiment file names its module as ``module = "collapse"`` (a module shipped in
 ``gapscope.experiments``), a dotted path (``"mylab.experiments.width"``) or a path to a
@@ -48,6 +53,31 @@ class ExperimentModule:
     measure: Callable[..., Rows]
     figures: dict[str, Figure]
     doc: str
+    measured_together: tuple[str, ...] = ()
+    measure_together: Callable[..., list[Rows]] | None = None
+
+    def groups(self, cells: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        """The cells in the groups measured in one call (in order of first appearance): cells
+        equal in every parameter but ``measured_together``; one cell each without them."""
+        if self.measure_together is None:
+            return [[cell] for cell in cells]
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for cell in cells:
+            rest = {k: v for k, v in cell.items() if k not in self.measured_together}
+            groups.setdefault(repr(sorted(rest.items())), []).append(cell)
+        return list(groups.values())
+
+    def measure_group(self, cells: list[dict[str, Any]], device: Any) -> list[Rows]:
+        """The rows of each cell of one group (see :meth:`groups`)."""
+        if self.measure_together is None:
+            return [self.measure(cell, device) for cell in cells]
+        rows = self.measure_together(cells, device)
+        if len(rows) != len(cells):
+            raise ValueError(
+                f"module {self.reference!r}: measure_together returned {len(rows)} row lists for "
+                f"{len(cells)} cells"
+            )
+        return rows
 
 
 def _load_file(path: Path) -> ModuleType:
@@ -110,12 +140,21 @@ def load(reference: str) -> ExperimentModule:
             "(see gapscope.experiments.modules)"
         )
     figures = {name: value for name, value in vars(module).items() if isinstance(value, Figure)}
+    parameters = declared(tuple(module.PARAMETERS))
+    together = tuple(getattr(module, "MEASURED_TOGETHER", ()))
+    if (not together) != (not hasattr(module, "measure_together")) or not set(together) <= set(parameters):
+        raise ValueError(
+            f"module {reference!r} must define both MEASURED_TOGETHER (names among its parameters "
+            f"{list(parameters)}) and measure_together, or neither; got {list(together)}"
+        )
     return ExperimentModule(
         reference=reference,
-        parameters=declared(tuple(module.PARAMETERS)),
+        parameters=parameters,
         measure=module.measure,
         figures=figures,
         doc=(module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else "",
+        measured_together=together,
+        measure_together=getattr(module, "measure_together", None),
     )
 
 

@@ -3,8 +3,10 @@
 Every variant of :class:`gapscope.nn.Attention` (a ``normaliser`` or the centred gain of the
 mean ``fix``) beside A and A^perp: the gap s_1/s_2 and sqrt(T)|lambda_2| against T, the
 stable rank of Sigma_l at l = 1 and 3 against T, the stable rank against depth in 10-layer
-stacks with and without LN and skip, and ||dX_L/dW_1||_F^2 against T (L = ``grad_depth``).
-Theory where it exists: :mod:`gapscope.theory.remedies`.
+stacks with and without LN and skip, and ||dX_L/dW_1||_F^2 against T (L = ``grad_depth``);
+at T = ``train_T``, a one-layer stack of each variant trained on the Heaviside task of Mind the
+Gap's Fig. 6 (:mod:`gapscope.experiments._training`). Theory where it exists:
+:mod:`gapscope.theory.remedies`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import torch
 from matplotlib.figure import Figure as MplFigure
 
 from gapscope.ensembles import LAWS, isometric_input
-from gapscope.experiments.figures import Figure, Verdict, fmt, log_slope, mean_by
+from gapscope.experiments import _training
+from gapscope.experiments.figures import Figure, Verdict, fmt, log_slope, mean_by, style, style_legend
 from gapscope.experiments.parameters import Parameter
 from gapscope.gradients import value_gradient_norms
 from gapscope.linalg import covariance_stable_rank
@@ -59,6 +62,8 @@ PARAMETERS = (
     Parameter("length_scale", "float", "s of the length-scaled logits", 0.5, minimum=0.0),
     Parameter("diff_lambda", "float", "lambda of differential attention", 0.8, minimum=0.0),
     Parameter("depth_max_T", "int", "run the depth stacks only up to this T", 128, minimum=2),
+    Parameter("train_T", "int", "train on the Heaviside task at this T only (0: no training)", 32, minimum=0),
+    Parameter("train_steps", "int", "the full-batch Adam steps of each training run", 50, minimum=1),
 )
 
 
@@ -127,6 +132,8 @@ def measure(cell: dict[str, Any], device: torch.device) -> list[dict[str, Any]]:
         grad_model, x, layers=[1], method=method, probes=64, generator=cell["seed"]
     )
     rows.append({"kind": "gradient", "layer": 1, "grad_sq": norm.squared, "grad_sq_stderr": norm.stderr})
+    if T == cell["train_T"]:
+        rows += _training.rows(_config(cell, 1, dtype="float32"), cell, device)
     return rows
 
 
@@ -159,7 +166,7 @@ def _per_variant(table: pd.DataFrame) -> pd.DataFrame:
         for stack in STACKS:
             row[f"depth_{stack}"] = float(depth_sr.get((variant, stack), float("nan")))
         out[variant] = row
-    return pd.DataFrame.from_dict(out, orient="index")
+    return _training.with_training(pd.DataFrame.from_dict(out, orient="index"), table)
 
 
 def _marks(v: pd.Series) -> dict[str, bool]:
@@ -173,8 +180,11 @@ def _marks(v: pd.Series) -> dict[str, bool]:
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Variant x {gap, width collapse, depth collapse, gradient growth}, each a mark and its number
-    (nan: the deep stack overflowed or vanished). Thresholds: ``THRESHOLDS``."""
+    """Variant x {gap, width collapse, depth collapse, gradient growth, training}, each a mark and its
+    number (nan: the deep stack overflowed or vanished). The marks (:func:`_marks`): gap removed when
+    the slope of log s1/s2 in log T is below 0.25; width kept when the slope of log sr(Sigma_1) is at
+    least 0.5; depth kept when sr > 1.1 at layer 10 of the plain stack; gradient linear when its slope
+    is at most 1.3. Training: :func:`gapscope.experiments._training.cell`."""
     stats = _per_variant(table)
     cells = {}
     for variant, v in stats.iterrows():
@@ -191,6 +201,8 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
             "depth: sr at layer 10 (plain / LN / skip / skip+LN)": f"{tick[m['no depth collapse']]} {depth}",
             "gradient linear (slope in T)": f"{tick[m['gradient linear in T']]} {v['grad_slope']:.2f}",
         }
+        if "train_final" in v:
+            cells[variant]["training: best final loss (lr; over A(X)'s)"] = _training.cell(v)
     return pd.DataFrame.from_dict(cells, orient="index")
 
 
@@ -241,10 +253,6 @@ REASONS = {
     "linear": "phi(q).phi(k) concentrates: A ~ 11^T/T plus a small low-rank part",
 }
 KNOWN_FAILURES: dict[tuple[str, str], str] = {}
-THRESHOLDS = (
-    "gap: slope of log s1/s2 < 0.25; width: slope of log sr >= 0.5; depth: sr > 1.1 at layer 10; "
-    "gradient: slope <= 1.3"
-)
 
 
 def _theory_expected(table: pd.DataFrame) -> dict[str, dict[str, bool]]:
@@ -291,58 +299,50 @@ def verdicts(table: pd.DataFrame) -> list[Verdict]:
                     KNOWN_FAILURES.get((str(variant), claim), ""),
                 )
             )
-    return out
+    return out + _training.verdicts(stats)
+
+
+def _curves(ax: Any, table: pd.DataFrame, x: str, y: str, per_x: bool = False) -> None:
+    """One line per variant of the mean of ``y`` over seeds (divided by ``x`` if ``per_x``) against
+    ``x``, in the variant's colour and line style."""
+    for variant, grp in mean_by(table, ["variant", x], y).groupby("variant", sort=False):
+        values = grp[y] / grp[x] if per_x else grp[y]
+        ax.plot(grp[x], values, marker="o", ms=3, **style(str(variant)))
 
 
 def plot(table: pd.DataFrame) -> MplFigure:
-    fig, axes = plt.subplots(2, 3, figsize=(18, 9))
-    (a, b, c), (e, f, h) = axes
-    styles = {v: ("--" if "⊥" in v else "-") for v in VARIANTS}
-    gap = table[table["kind"] == "gap"]
-    for column, ax, label in ((("gap_ratio"), a, "s1 / s2"), ("sqrt_T_abs_lambda2", b, "sqrt(T) |lambda_2|")):
-        for variant, grp in mean_by(gap, ["variant", "T"], column).groupby("variant", sort=False):
-            ax.plot(grp["T"], grp[column], styles.get(str(variant), "-"), marker="o", ms=3, label=variant)
-        ax.set(xscale="log", yscale="log", xlabel="T", ylabel=label)
-    a.set_title("the gap: s1/s2 (grows like sqrt(T) when kept)")
-    b.set_title("second eigenvalue")
-    a.legend(fontsize=6, ncol=2)
-    width = table[table["kind"] == "width"]
-    for layer, marker in ((1, "o"), (WIDTH_DEPTH, "s")):
-        sub = mean_by(width[width["layer"] == layer], ["variant", "T"], "sr")
-        for i, (_variant, grp) in enumerate(sub.groupby("variant", sort=False)):
-            c.plot(
-                grp["T"],
-                grp["sr"] / grp["T"],
-                "-" if layer == 1 else ":",
-                marker=marker,
-                ms=3,
-                color=f"C{i % 10}",
-            )
-    c.set(
-        xscale="log",
-        yscale="log",
-        xlabel="T",
-        ylabel="sr(Sigma_l) / T",
-        title="width: l = 1 (solid), l = 3 (dotted)",
-    )
+    fig = plt.figure(figsize=(22, 9), layout="constrained")
+    grid = fig.add_gridspec(2, 5, width_ratios=(1, 1, 1, 1, 0.55))
+    axes = [fig.add_subplot(grid[r, c]) for r in range(2) for c in range(4)]
+    gap_ax, lam_ax, w1_ax, w3_ax, plain_ax, skip_ax, grad_ax, train_ax = axes
+    gap, width = table[table["kind"] == "gap"], table[table["kind"] == "width"]
+    _curves(gap_ax, gap, "T", "gap_ratio")
+    gap_ax.set(ylabel="s1 / s2", title="the gap: s1 / s2 grows like sqrt(T) while it is kept")
+    _curves(lam_ax, gap, "T", "sqrt_T_abs_lambda2")
+    lam_ax.set(ylabel="sqrt(T) |lambda_2|", title="second eigenvalue")
+    for ax, layer in ((w1_ax, 1), (w3_ax, WIDTH_DEPTH)):
+        _curves(ax, width[width["layer"] == layer], "T", "sr", per_x=True)
+        ax.set(ylabel=f"sr(Sigma_{layer}) / T", title=f"width collapse after layer {layer}: sr / T")
+    _curves(grad_ax, table[table["kind"] == "gradient"], "T", "grad_sq")
+    L = int(table["grad_depth"].iloc[0])
+    grad_ax.set(ylabel=f"||dX_{L}/dW_1||_F^2", title="gradient against T")
+    Ts = sorted(int(T) for T in table["T"].unique())
+    for ax in (gap_ax, lam_ax, w1_ax, w3_ax, grad_ax):
+        ax.set(xscale="log", yscale="log", xlabel="T")
+        ax.set_xticks(Ts, [str(T) for T in Ts])
+        ax.set_xticks([], minor=True)
     depth = table[table["kind"] == "depth"]
     if len(depth):
         Td = int(depth["T"].max())
-        for ax, stack in ((e, "plain"), (f, "skip + LN")):
-            sub = mean_by(depth[(depth["T"] == Td) & (depth["stack"] == stack)], ["variant", "layer"], "sr")
-            for variant, grp in sub.groupby("variant", sort=False):
-                ax.plot(
-                    grp["layer"], grp["sr"], styles.get(str(variant), "-"), marker="o", ms=3, label=variant
-                )
+        for ax, stack in ((plain_ax, "plain"), (skip_ax, "skip + LN")):
+            _curves(ax, depth[(depth["T"] == Td) & (depth["stack"] == stack)], "layer", "sr")
             ax.set(
                 yscale="log", xlabel="layer", ylabel="sr(Sigma_l)", title=f"depth, {stack} stack, T = {Td}"
             )
-    grad = mean_by(table[table["kind"] == "gradient"], ["variant", "T"], "grad_sq")
-    for variant, grp in grad.groupby("variant", sort=False):
-        h.plot(grp["T"], grp["grad_sq"], styles.get(str(variant), "-"), marker="o", ms=3, label=variant)
-    L = int(table["grad_depth"].iloc[0])
-    h.set(xscale="log", yscale="log", xlabel="T", ylabel=f"||dX_{L}/dW_1||_F^2", title="gradient against T")
-    fig.tight_layout()
+    _training.plot(train_ax, table)
+    legend_ax = fig.add_subplot(grid[:, 4])
+    legend_ax.axis("off")
+    style_legend(legend_ax, [v for v in VARIANTS if v in set(table["variant"])], loc="center", fontsize=10)
     return fig
 
 
