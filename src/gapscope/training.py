@@ -105,7 +105,7 @@ def train_stacks(
     x = x.to(device)
     y = TARGETS[target](x)
     models = [AttentionStack(config, generator=seed).to(device) for seed in seeds]
-    params, buffers = stack_module_state(models)  # type: ignore[arg-type]
+    params, buffers = stack_module_state(models)
     skeleton = models[0].to("meta")
 
     def last_layer(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> torch.Tensor:
