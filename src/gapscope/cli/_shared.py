@@ -24,14 +24,17 @@ def fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
-_display_type_rich = TyperOption.display_type_rich
+# Flags show no "<bool>" type in --help. Typer keeps this display in a private method of recent
+# versions; where it has none (older typer), help keeps typer's own rendering.
+_display_type_rich = getattr(TyperOption, "display_type_rich", None)
 
 
 def _flag_type(self: TyperOption, ctx: Any) -> str | None:
-    return None if self.is_flag else _display_type_rich(self, ctx)
+    return None if self.is_flag else _display_type_rich(self, ctx)  # type: ignore[misc]
 
 
-TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
+if _display_type_rich is not None:
+    TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
 
 DeviceOption = Annotated[
     str, typer.Option(help="cpu, cuda or cuda:N; without CUDA the command warns and runs on the CPU.")
