@@ -201,3 +201,42 @@ def test_a_store_of_a_definition_the_module_no_longer_accepts_is_rerun_not_a_cra
     path.write_text(json.dumps(manifest))
     table = run_sweep(tiny(), tmp_path, scale="paper", progress=False)
     assert table["cell"].nunique() == 8
+
+
+def test_the_pool_is_kept_for_the_next_sweep_and_survives_a_crashing_cell(tmp_path):
+    """reproduce runs one sweep per experiment: they share one pool (its start costs about 5 s), and
+    a cell that raises ends its own sweep only."""
+    from gapscope import sweep
+
+    module = tmp_path / "fragile.py"
+    module.write_text(
+        "from gapscope.experiments import Figure, Parameter, Verdict\n"
+        "PARAMETERS = (Parameter('seed', 'int', 'the seed', minimum=0),)\n"
+        "def measure(cell, device):\n"
+        "    if cell['seed'] == 3:\n"
+        "        raise RuntimeError('cell 3 fails')\n"
+        "    return [{'value': cell['seed']}]\n"
+        "check = Figure(lambda table: None, lambda table: [Verdict('c', '', '', True)])\n",
+        encoding="utf-8",
+    )
+
+    def experiment(name, seeds):
+        return Experiment.from_dict(
+            {"name": name, "module": str(module), "figure": "check", "grid": {"seed": seeds}}
+        )
+
+    run_sweep(tiny(), tmp_path / "first", scale="paper", workers=2, progress=False)
+    pool = sweep._POOLS[2]
+    with pytest.raises(RuntimeError, match="cell 3 fails"):
+        run_sweep(
+            experiment("fragile", [0, 1, 2, 3, 4, 5]),
+            tmp_path / "fragile",
+            scale="paper",
+            workers=2,
+            progress=False,
+        )
+    table = run_sweep(
+        experiment("sound", [0, 1, 2]), tmp_path / "sound", scale="paper", workers=2, progress=False
+    )
+    assert sweep._POOLS[2] is pool
+    assert sorted(table["value"]) == [0, 1, 2]

@@ -17,7 +17,8 @@ exists whole or not at all: a sweep killed at any moment loses only the cells in
 flight, and the next run skips every cell whose part exists, so no row is lost or
 duplicated. Cells run, with a progress bar and an ETA, on one of three executors:
 
-* 'local': this process (one worker) or a spawned process pool (``workers``);
+* 'local': this process (one worker) or a spawned process pool (``workers``), kept for the
+  next sweep of the same process;
 * 'dask': a Dask distributed cluster, at ``scheduler`` (an address) or a LocalCluster
   of ``workers`` processes; results come back to this process, which writes the parts;
 * 'slurm': one Slurm job per cell (or group of cells measured together) through submitit,
@@ -28,6 +29,7 @@ duplicated. Cells run, with a progress bar and an ETA, on one of three executors
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import json
@@ -36,6 +38,7 @@ import platform
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -291,23 +294,48 @@ Finished = Iterable[tuple[dict[str, Any], list[dict[str, Any]] | None]]
 Groups = list[list[dict[str, Any]]]
 
 
+# One process pool per worker count, kept for the next sweep of this process: starting workers and
+# importing torch in them cost about 5 s per sweep, which `reproduce` paid once per experiment.
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """The shared pool of ``workers`` spawned processes (one torch thread each, dying with this one)."""
+    if workers not in _POOLS:
+        if not _POOLS:
+            atexit.register(_close_pools)
+        _POOLS[workers] = ProcessPoolExecutor(
+            workers, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(os.getpid(),)
+        )
+    return _POOLS[workers]
+
+
+def _close_pools() -> None:
+    while _POOLS:
+        _POOLS.popitem()[1].shutdown(wait=False, cancel_futures=True)
+
+
 def _execute(module: str, groups: Groups, workers: int, device: str) -> Finished:
-    """Yield (cell, rows) as groups finish: in this process for one worker, else in a pool."""
+    """Yield (cell, rows) as groups finish: in this process for one worker, else in the shared pool."""
     if workers == 1 or len(groups) <= 1:
         for group in groups:
             yield from zip(group, run_cells(module, group, device), strict=True)
         return
-    context = get_context("spawn")
-    with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
-    ) as pool:
-        pending: dict[Future[list[Rows]], list[dict[str, Any]]] = {
-            pool.submit(run_cells, module, group, device): group for group in groups
-        }
+    pool = _pool(workers)
+    pending: dict[Future[list[Rows]], list[dict[str, Any]]] = {
+        pool.submit(run_cells, module, group, device): group for group in groups
+    }
+    try:
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
                 yield from zip(pending.pop(future), future.result(), strict=True)
+    except BrokenProcessPool:
+        _POOLS.pop(workers).shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:  # a cell that raised, or an interrupted sweep: the queued cells do not run
+        for future in pending:
+            future.cancel()
 
 
 def _execute_dask(module: str, groups: Groups, workers: int, scheduler: str | None, device: str) -> Finished:
