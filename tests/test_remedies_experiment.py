@@ -83,3 +83,28 @@ def load_experiment():
     from gapscope.experiments.spec import shipped_experiments
 
     return shipped_experiments()["remedies"]
+
+
+def test_depth_mark_is_the_median_over_seeds(table):
+    third = table[table["seed"] == 0].assign(seed=2)
+    three = pd.concat([table, third], ignore_index=True)
+    Td = int(three.loc[three["kind"] == "depth", "T"].max())
+    last = (
+        (three["kind"] == "depth")
+        & (three["variant"] == "A(X)^⊥")
+        & (three["stack"] == "plain")
+        & (three["layer"] == 10)
+        & (three["T"] == Td)
+    )
+
+    def depth_verdict(seeds_keeping_rank):
+        t = three.copy()
+        t.loc[last, "sr"] = 1.0
+        t.loc[last & t["seed"].isin(seeds_keeping_rank), "sr"] = 1.4
+        (v,) = [v for v in remedies.verdicts(t) if v.claim.startswith("A(X)^⊥: no depth collapse")]
+        return v
+
+    one = depth_verdict([0])  # a mean of 1.13 would read as kept; the median is 1
+    assert one.as_expected and "1 of 3 seeds" in one.measured
+    two = depth_verdict([0, 1])
+    assert not two.as_expected and "2 of 3 seeds" in two.measured
