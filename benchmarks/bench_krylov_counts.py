@@ -3,11 +3,12 @@
 Every product of `attention_operator` is one fused-attention pass per 64 columns, so what
 a method costs is its number of products (calls), not their width up to 64. For s1, s2:
 block Golub-Kahan-Lanczos (full reorthogonalisation, thick restarts, residual stopping) at
-block widths 2, 8 and 64. For |lambda_2| of P A P: block Arnoldi (Krylov-Schur-like
-restarts) from a random block of width 8 or 64, against the same process started on the
-span of the d_k linear outliers of key-query attention (SPEC 3b: A ~ (11^T + S + R)/T with
-S = Q K^T scale of rank d_k, whose range is span(Q), projected off the ones vector).
-Times are ratios to one plain SDPA forward of the head, medians of interleaved runs.
+block widths 2, 8, 32 and 64. For |lambda_2| of P A P: block Arnoldi (Krylov-Schur-like
+restarts) from a random block of width 8, 32 or 64 with a basis of 128 to 1024 columns
+before each restart, against the same process started on the span of the d_k linear
+outliers of key-query attention (SPEC 3b: A ~ (11^T + S + R)/T with S = Q K^T scale of
+rank d_k, whose range is span(Q), projected off the ones vector). Times are in SDPA
+passes: ratios to one plain SDPA forward of the head (median of 5), one run per method.
 Run: python benchmarks/bench_krylov_counts.py [--T 4096 8192]
 """
 
@@ -22,20 +23,22 @@ from functools import partial
 import torch
 
 from gapscope.linalg import attention_operator, top_singular_values
-from gapscope.linalg.spectra import _Arnoldi, _drive, _start_block
+from gapscope.linalg.krylov import Arnoldi, drive, start_block
 
 TOL = 1e-4
 
 
-def arnoldi_lambda2(q: torch.Tensor, k: torch.Tensor, start: str, b: int) -> tuple[float, int, bool]:
+def arnoldi_lambda2(
+    q: torch.Tensor, k: torch.Tensor, start: str, b: int, width: int
+) -> tuple[float, int, bool]:
     op = attention_operator(q, k)
     if start == "linear outliers":
         block = q - q.mean(dim=0, keepdim=True)
         block = torch.linalg.qr(block[:, :b]).Q
     else:
-        block = _start_block(op, b, 0, perpendicular_to_ones=True)
-    process = _Arnoldi(block, 1, max(8 * b, 128), TOL, 100, True)
-    _drive(op, [process])
+        block = start_block(op, b, 0, perpendicular_to_ones=True)
+    process = Arnoldi(block, 1, width, TOL, 100, True)
+    drive(op, [process])
     return float(process.values[0].abs()), op.counts.right, bool(process.converged)
 
 
@@ -66,13 +69,15 @@ def main() -> None:
         sdpa = median_time(partial(torch.nn.functional.scaled_dot_product_attention, q, k, v), 5)
         print(f"T = {T}, d_head = {args.d_head}, float32, tol {TOL}")
         methods: dict[str, Callable[[], tuple[float, int, bool]]] = {
-            **{f"s2: block GKL, b = {b}": partial(gkl, q, k, b) for b in (2, 8, 64)},
+            **{f"s2: block GKL, b = {b}": partial(gkl, q, k, b) for b in (2, 8, 32, 64)},
             **{
-                f"|lambda2|: Arnoldi on PAP, random b = {b}": partial(arnoldi_lambda2, q, k, "random", b)
-                for b in (8, 64)
+                f"|lambda2|: Arnoldi on PAP, random b = {b}, {width} columns": partial(
+                    arnoldi_lambda2, q, k, "random", b, width
+                )
+                for b, width in ((8, 128), (8, 256), (8, 512), (32, 256), (32, 512), (64, 1024))
             },
-            "|lambda2|: Arnoldi on PAP, linear-outlier start b = 64": partial(
-                arnoldi_lambda2, q, k, "linear outliers", 64
+            "|lambda2|: Arnoldi on PAP, linear-outlier start b = 32, 512 columns": partial(
+                arnoldi_lambda2, q, k, "linear outliers", 32, 512
             ),
         }
         for name, method in methods.items():

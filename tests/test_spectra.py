@@ -194,3 +194,31 @@ def test_batched_heads_equal_single_heads():
             single = spectral_gap(attention_operator(q[h], k[h], causal=causal), k=3, tol=1e-8)
             assert torch.allclose(batched.singular_values[h], single.singular_values, rtol=1e-7)
             assert torch.allclose(batched.abs_lambda2[h], single.abs_lambda2, rtol=1e-6)
+
+
+def test_attention_fills_each_pass_and_needs_fewer_products():
+    """An attention head takes d columns per product for the cost of one (``free_columns`` = d), so the
+    summary's two Krylov processes default to blocks of d / 2 with a basis of 16 blocks: at T = 2048,
+    width 64, tol 1e-4 the summary needs at most half the products of blocks of k + 6 = 8 with the old
+    128-column basis, and gives the same s2 (to the tolerance) and |lambda_2|."""
+    from gapscope.linalg import attention_operator, spectral_gap
+    from gapscope.linalg.krylov import krylov_plan
+
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.randn((2048, 64), generator=g, dtype=torch.float64) for _ in range(2))
+    wide, narrow = attention_operator(q, k), attention_operator(q, k)
+    assert wide.free_columns == 64 and krylov_plan(2, 2048, None, None, 64) == (32, 512)
+    filled = spectral_gap(wide, k=2, tol=1e-4)
+    old = spectral_gap(narrow, k=2, tol=1e-4, block_size=8, krylov_dim=128)
+    assert bool(filled.converged) and bool(old.converged)
+    calls = {name: op.counts.right + op.counts.left for name, op in (("wide", wide), ("narrow", narrow))}
+    assert 2 * calls["wide"] <= calls["narrow"], calls
+    assert torch.allclose(filled.s2, old.s2, rtol=2e-4) and torch.allclose(
+        filled.abs_lambda2, old.abs_lambda2, rtol=2e-3
+    )
+
+
+def test_free_columns_must_be_a_positive_count():
+    M = torch.eye(4)
+    with pytest.raises(ValueError, match="free_columns"):
+        MatrixFreeOperator((4, 4), M.__matmul__, free_columns=0)

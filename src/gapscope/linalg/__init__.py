@@ -16,11 +16,8 @@ from gapscope.linalg.metrics import (
     noci_measure,
     stable_rank,
 )
+from gapscope.linalg.operator import MatrixFreeOperator, ProductCounts, TopK, as_operator
 from gapscope.linalg.spectra import (
-    MatrixFreeOperator,
-    ProductCounts,
-    TopK,
-    as_operator,
     eigenvalues,
     singular_values,
     top_eigenvalues,

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from gapscope._checks import check_int, check_tensor
-from gapscope.linalg.spectra import MatrixFreeOperator
+from gapscope.linalg.operator import MatrixFreeOperator
 
 # A bias that removes a (padding) key exactly: exp of it underflows to 0 in float32 and float64.
 _REMOVED = -1e30
@@ -94,7 +94,8 @@ def attention_operator(
     the swapped head is padded to a square one whose extra keys carry a removing bias).
     Each product is one fused-attention pass (module docstring); a block of b columns
     goes through in ceil(b / d) pieces of the head width d (d + 1 for A^T U). Causal
-    heads give their diagonal as exact eigenvalues. Works with :func:`top_singular_values`,
+    heads give their diagonal as exact eigenvalues; ``free_columns`` = d lets the Krylov methods
+    fill each pass. Works with :func:`top_singular_values`,
     :func:`top_eigenvalues` and :func:`gapscope.linalg.spectral_gap`.
     """
     query = check_tensor(query, "query")
@@ -184,4 +185,5 @@ def attention_operator(
         query.device,
         None,
         diagonal if causal and T == S else None,
+        free_columns=query.shape[-1],
     )

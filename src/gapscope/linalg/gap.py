@@ -22,18 +22,9 @@ from gapscope._checks import (
     check_row_sums,
     check_tensor,
 )
-from gapscope.linalg.spectra import (
-    MatrixFreeOperator,
-    _Arnoldi,
-    _default_tol,
-    _drive,
-    _GolubKahan,
-    _krylov_plan,
-    _Probes,
-    _start_block,
-    eigenvalues,
-    singular_values,
-)
+from gapscope.linalg.krylov import Arnoldi, GolubKahan, Probes, default_tol, drive, krylov_plan, start_block
+from gapscope.linalg.operator import MatrixFreeOperator
+from gapscope.linalg.spectra import eigenvalues, singular_values
 
 
 @dataclass(frozen=True)
@@ -162,22 +153,22 @@ def _matrix_free_summary(
     """
     T = op.shape[-1]
     g = as_generator(generator)
-    b, width = _krylov_plan(k, T, block_size, krylov_dim)
-    tol = _default_tol(op.dtype, tol)
+    b, width = krylov_plan(k, T, block_size, krylov_dim, op.free_columns)
+    tol = default_tol(op.dtype, tol)
     z = torch.randn((*op.batch_shape, T, probes), generator=g, dtype=op.dtype).to(op.device)
     ones = torch.ones((*op.batch_shape, T, 1), dtype=op.dtype, device=op.device)
     # A 1 = 1 is checked as soon as the first round of products arrives
-    hutchinson = _Probes(
+    hutchinson = Probes(
         torch.cat([ones, z], dim=-1), check=lambda image: check_row_sums(image[..., 0], T, "A")
     )
-    singular = _GolubKahan(_start_block(op, b, g), k, width, tol, 100)
+    singular = GolubKahan(start_block(op, b, g), k, width, tol, 100)
     if op.triangular_diagonal is None:
-        eigen = _Arnoldi(_start_block(op, b, g, perpendicular_to_ones=True), k - 1, width, tol, 100, True)
-        _drive(op, [hutchinson, singular, eigen])
+        eigen = Arnoldi(start_block(op, b, g, perpendicular_to_ones=True), k - 1, width, tol, 100, True)
+        drive(op, [hutchinson, singular, eigen])
         lam1 = torch.ones((*op.batch_shape, 1), dtype=eigen.values.dtype, device=op.device)
         values, converged = torch.cat([lam1, eigen.values], dim=-1), singular.converged & eigen.converged
     else:  # a triangular A has its diagonal as eigenvalues, exactly
-        _drive(op, [hutchinson, singular])
+        drive(op, [hutchinson, singular])
         diagonal = op.triangular_diagonal()
         order = torch.argsort(diagonal.abs(), dim=-1, descending=True, stable=True)[..., :k]
         complex_dtype = torch.complex128 if diagonal.dtype == torch.float64 else torch.complex64
@@ -216,7 +207,7 @@ def spectral_gap(
         T = A.shape[-1]
         if A.shape[-2] != T:
             raise ValueError(f"A must be square, got shape {A.shape}")
-        if _krylov_plan(min(k, T), T, block_size, krylov_dim)[1] >= T:
+        if krylov_plan(min(k, T), T, block_size, krylov_dim, A.free_columns)[1] >= T:
             A = A.dense()  # the Krylov basis would span everything: the dense route is exact
     if isinstance(A, MatrixFreeOperator):
         sv_values, ev_values, converged, estimate = _matrix_free_summary(
