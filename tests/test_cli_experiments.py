@@ -209,3 +209,19 @@ def test_the_report_opens_with_a_summary_box_in_the_papers_order_with_full_size_
     page = (out / "report.html").read_text(encoding="utf-8")
     box = page[page.index("id='summary'") : page.index("class='contents'")]
     assert "Not as expected: 1" in box and "the value is 1" in box and "mark fail" in page
+
+
+def test_the_report_drawn_in_worker_processes_equals_the_one_drawn_here(tmp_path):
+    """With --workers 2 each section is built in the shared pool: same sections, verdicts and order."""
+    out = tmp_path / "out"
+    for name, config in (("tiny_a", '["A", "A^⊥"]'), ("tiny_b", '["A"]')):
+        toml = tmp_path / f"{name}.toml"
+        text = TINY_GRADIENTS.replace('"tiny_gradients"', f'"{name}"').replace('["A", "A^⊥"]', config)
+        toml.write_text(text, encoding="utf-8")
+        assert runner.invoke(app, ["run", str(toml), "--out", str(out), "--workers", "1"]).exit_code in (0, 1)
+    here = _payload(runner.invoke(app, ["report", str(out), "--workers", "1", "--json"]))
+    (out / "tiny_a" / "figure.png").unlink()
+    pooled = _payload(runner.invoke(app, ["report", str(out), "--workers", "2", "--json"]))
+    assert [s["name"] for s in pooled["experiments"]] == ["tiny_a", "tiny_b"]
+    assert pooled["experiments"] == here["experiments"]
+    assert (out / "tiny_a" / "figure.png").stat().st_size > 0  # drawn again by a worker

@@ -17,12 +17,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from gapscope import __version__
+from gapscope._checks import check_int
 from gapscope._io import write_atomically
 from gapscope.experiments.figures import Verdict
 from gapscope.experiments.modules import load
 from gapscope.experiments.papers import group_of, order_key
 from gapscope.plot import save_figure
-from gapscope.sweep import ResultStore
+from gapscope.sweep import ResultStore, worker_pool
 
 # exit codes of run, reproduce and report
 EXPECTED, NOT_EXPECTED, BAD_INPUT, CRASHED = 0, 1, 2, 3
@@ -340,18 +341,25 @@ def _contents(sections: list[Section]) -> str:
     return f"<div class='contents'>{''.join(parts)}</div>"
 
 
-def write_report(directory: str | Path, errors: dict[str, str] | None = None) -> tuple[Path, list[Section]]:
+def write_report(
+    directory: str | Path, errors: dict[str, str] | None = None, *, workers: int = 1
+) -> tuple[Path, list[Section]]:
     """Write ``directory``/report.html over every result store found; return its path and sections.
 
     ``errors`` maps experiments that crashed during their run to the message; each gets
     an error section in place of what its store holds. Sections follow the papers' order
-    (:mod:`gapscope.experiments.papers`).
+    (:mod:`gapscope.experiments.papers`). With ``workers`` > 1 the sections (figures and
+    verdicts) are built in the sweeps' shared process pool, one experiment per task.
     """
     errors = errors or {}
+    workers = check_int(workers, "workers", minimum=1)
     stores = [store for store in find_stores(directory) if store.root.name not in errors]
     if not stores and not errors:
         raise ValueError(f"no result stores (folders with manifest.json) in {directory}")
-    sections = [build_section(store) for store in stores]
+    if workers > 1 and len(stores) > 1:
+        sections = list(worker_pool(workers).map(build_section, stores))
+    else:
+        sections = [build_section(store) for store in stores]
     sections += [Section(name=name, title=name, error=message) for name, message in errors.items()]
     sections.sort(key=lambda section: order_key(section.name))
     verdicts = [v for section in sections for v in section.verdicts]

@@ -294,13 +294,14 @@ Finished = Iterable[tuple[dict[str, Any], list[dict[str, Any]] | None]]
 Groups = list[list[dict[str, Any]]]
 
 
-# One process pool per worker count, kept for the next sweep of this process: starting workers and
-# importing torch in them cost about 5 s per sweep, which `reproduce` paid once per experiment.
+# One process pool per worker count, kept for the next sweep of this process (and its report):
+# starting workers and importing torch in them cost about 5 s, which `reproduce` paid once per experiment.
 _POOLS: dict[int, ProcessPoolExecutor] = {}
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
-    """The shared pool of ``workers`` spawned processes (one torch thread each, dying with this one)."""
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """The shared pool of ``workers`` spawned processes (one torch thread each, dying with this one):
+    sweeps run their cells in it and :func:`gapscope.report.write_report` its figures."""
     if workers not in _POOLS:
         if not _POOLS:
             atexit.register(_close_pools)
@@ -321,7 +322,7 @@ def _execute(module: str, groups: Groups, workers: int, device: str) -> Finished
         for group in groups:
             yield from zip(group, run_cells(module, group, device), strict=True)
         return
-    pool = _pool(workers)
+    pool = worker_pool(workers)
     pending: dict[Future[list[Rows]], list[dict[str, Any]]] = {
         pool.submit(run_cells, module, group, device): group for group in groups
     }

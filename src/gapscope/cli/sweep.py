@@ -64,7 +64,11 @@ OutOption = Annotated[
     Path, typer.Option(help="Results directory (one folder per experiment, and report.html).")
 ]
 WorkersOption = Annotated[
-    int, typer.Option(min=1, help="Worker processes (local pool or Dask LocalCluster).")
+    int,
+    typer.Option(
+        min=1,
+        help="Worker processes (local pool or Dask LocalCluster); the report's figures use a local pool.",
+    ),
 ]
 ExecutorOption = Annotated[
     Executor, typer.Option(help="Where cells run: local processes, a Dask cluster, or Slurm jobs (submitit).")
@@ -126,7 +130,7 @@ def _sweep_and_report(
             notices.print(f"{experiment.name} did not finish: {escape(errors[experiment.name])}", style="red")
         timings[experiment.name] = round(time.perf_counter() - start, 2)
     try:
-        path, sections = write_report(out, errors)
+        path, sections = write_report(out, errors, workers=options["workers"])
     except (ValueError, OSError) as err:
         _fail(str(err))
         return
@@ -236,6 +240,7 @@ def reproduce(
 @app.command()
 def report(
     directory: Annotated[Path, typer.Argument(help="Directory holding result stores.")],
+    workers: WorkersOption = 2,
     as_json: JsonOption = False,
 ) -> None:
     """Rebuild figures and verdicts from stored results and write DIRECTORY/report.html.
@@ -245,7 +250,7 @@ def report(
     from gapscope.report import exit_code, write_report
 
     try:
-        path, sections = write_report(directory)
+        path, sections = write_report(directory, workers=workers)
     except (ValueError, OSError) as err:
         _fail(str(err))
         return

@@ -114,7 +114,7 @@ def _stats(table: pd.DataFrame, column: str) -> pd.DataFrame:
 def _plot_long_context_gap(table: pd.DataFrame) -> MplFigure:
     tau = float(table["tau"].iloc[0])
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
-    Ts = np.geomspace(table["T"].min(), table["T"].max(), 40).round().astype(int)
+    Ts = np.geomspace(table["T"].min(), table["T"].max(), 16).round().astype(int)
     for index, dk in enumerate(sorted(table["dk"].unique())):
         dk = int(dk)
         color = f"C{index}"
