@@ -4,6 +4,7 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -67,7 +68,7 @@ def test_the_readme_example_experiment_runs_at_both_scales(tmp_path, scale):
     toml.write_text(_readme_experiment(), encoding="utf-8")
     result = runner.invoke(app, ["run", str(toml), "--out", str(tmp_path), "--scale", scale, "--json"])
     payload = _payload(result)
-    assert result.exit_code == 0, payload["experiments"][0]
+    assert result.exit_code == 0, (payload["experiments"][0], result.output)
     assert payload["experiments"][0]["cells"] > 0
 
 
@@ -158,11 +159,14 @@ def test_a_crash_leaves_the_others_run_and_an_error_section_with_exit_3(tmp_path
 
 
 def _edit_module(tmp_path, text):
-    """Rewrite the user module and forget the loaded one, as a new process would."""
+    """Rewrite the user module and forget the loaded one, as a new process would (and new workers)."""
     import shutil
     import sys
 
     from gapscope.experiments import modules
+    from gapscope.sweep import close_pools
+
+    close_pools()
 
     (tmp_path / "crashing.py").write_text(text, encoding="utf-8")
     shutil.rmtree(tmp_path / "__pycache__", ignore_errors=True)  # same size, same second: a stale .pyc
@@ -225,3 +229,31 @@ def test_the_report_drawn_in_worker_processes_equals_the_one_drawn_here(tmp_path
     assert [s["name"] for s in pooled["experiments"]] == ["tiny_a", "tiny_b"]
     assert pooled["experiments"] == here["experiments"]
     assert (out / "tiny_a" / "figure.png").stat().st_size > 0  # drawn again by a worker
+
+
+def test_experiments_run_two_at_a_time_give_the_numbers_of_one_at_a_time(tmp_path):
+    """With several workers `run` sweeps two experiments at once into the shared pool: every stored
+    number equals the one-worker run's, bit for bit, and the times come in the experiments' order."""
+    from gapscope.sweep import ResultStore
+
+    files = []
+    grids = {"tiny_a": "T = [16, 32, 64]", "tiny_b": "T = [16, 32]", "tiny_c": "T = [16, 32]"}
+    for name, grid in grids.items():
+        toml = tmp_path / f"{name}.toml"
+        text = TINY_GRADIENTS.replace('"tiny_gradients"', f'"{name}"').replace("T = [16, 32, 64]", grid)
+        if name == "tiny_c":
+            text = text.replace('["A", "A^⊥"]', '["A"]').replace("seed = [0, 1, 2]", "seed = [0]")
+        toml.write_text(text, encoding="utf-8")
+        files.append(str(toml))
+    tables = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"out{workers}"
+        result = runner.invoke(app, ["run", *files, "--out", str(out), "--workers", workers, "--json"])
+        assert result.exit_code == 0, result.output
+        assert list(_payload(result)["seconds"]) == ["tiny_a", "tiny_b", "tiny_c"]
+        tables[workers] = {
+            name: ResultStore(out / name).read().sort_values("cell").reset_index(drop=True)
+            for name in ("tiny_a", "tiny_b", "tiny_c")
+        }
+    for name, table in tables["1"].items():
+        pd.testing.assert_frame_equal(table, tables["2"][name])

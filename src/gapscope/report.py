@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import traceback
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from gapscope.experiments.figures import Verdict
 from gapscope.experiments.modules import load
 from gapscope.experiments.papers import group_of, order_key
 from gapscope.plot import save_figure
-from gapscope.sweep import ResultStore, worker_pool
+from gapscope.sweep import ResultStore, close_pools, worker_pool
 
 # exit codes of run, reproduce and report
 EXPECTED, NOT_EXPECTED, BAD_INPUT, CRASHED = 0, 1, 2, 3
@@ -356,9 +357,13 @@ def write_report(
     stores = [store for store in find_stores(directory) if store.root.name not in errors]
     if not stores and not errors:
         raise ValueError(f"no result stores (folders with manifest.json) in {directory}")
+    sections = None
     if workers > 1 and len(stores) > 1:
-        sections = list(worker_pool(workers).map(build_section, stores))
-    else:
+        try:
+            sections = list(worker_pool(workers).map(build_section, stores))
+        except BrokenProcessPool:  # a worker died (or its pool did): draw here instead
+            close_pools()
+    if sections is None:
         sections = [build_section(store) for store in stores]
     sections += [Section(name=name, title=name, error=message) for name, message in errors.items()]
     sections.sort(key=lambda section: order_key(section.name))

@@ -35,6 +35,7 @@ import fcntl
 import json
 import os
 import platform
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from gapscope import __version__
@@ -216,7 +218,7 @@ def run_sweep(
     *,
     scale: str = "quick",
     workers: int = 1,
-    progress: bool = True,
+    progress: bool | Progress = True,
     executor: str = "local",
     scheduler: str | None = None,
     slurm_cluster: str = "slurm",
@@ -232,6 +234,9 @@ def run_sweep(
     sweep warns once and runs on the CPU. It is not part of a cell's key: a store can be
     resumed on another device. A folder that holds an earlier definition of the
     experiment keeps every cell whose parameters did not change; the others are run.
+    ``progress`` shows a bar (True), none (False), or adds this sweep's bar to a running
+    ``rich.progress.Progress`` shared by sweeps that run at the same time (local executor:
+    several sweeps, each from its own thread, share the process pool).
     """
     if not isinstance(experiment, Experiment):
         raise TypeError(
@@ -269,8 +274,9 @@ def run_sweep(
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         store.write_manifest(manifest | {"finished": None})
-        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-        with Progress(*columns, disable=not progress, transient=True) as bar:
+        shared = isinstance(progress, Progress)
+        bar = progress if isinstance(progress, Progress) else progress_bar(not progress)
+        with contextlib.nullcontext() if shared else bar:
             task = bar.add_task(experiment.name, total=len(cells), completed=len(cells) - len(todo))
             if executor == "local":
                 finished = _execute(experiment.module, groups, workers, device)
@@ -286,8 +292,16 @@ def run_sweep(
                 if rows is not None:
                     store.write_cell(experiment.module, cell, rows)
                 bar.advance(task)
+            if shared:
+                bar.remove_task(task)
         store.write_manifest(manifest | {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return store.read()
+
+
+def progress_bar(disable: bool = False, console: Console | None = None) -> Progress:
+    """The bar sweeps show: one line per experiment, cells done of all, time remaining."""
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    return Progress(*columns, disable=disable, transient=True, console=console)
 
 
 Finished = Iterable[tuple[dict[str, Any], list[dict[str, Any]] | None]]
@@ -297,21 +311,38 @@ Groups = list[list[dict[str, Any]]]
 # One process pool per worker count, kept for the next sweep of this process (and its report):
 # starting workers and importing torch in them cost about 5 s, which `reproduce` paid once per experiment.
 _POOLS: dict[int, ProcessPoolExecutor] = {}
+# Cells run in this process one group at a time, whichever thread's sweep asks: run_cells sets the
+# process's torch thread count, which is part of what fixes a cell's numbers.
+_IN_PROCESS = threading.Lock()
+
+
+def _started() -> int:
+    return os.getpid()
 
 
 def worker_pool(workers: int) -> ProcessPoolExecutor:
     """The shared pool of ``workers`` spawned processes (one torch thread each, dying with this one):
-    sweeps run their cells in it and :func:`gapscope.report.write_report` its figures."""
+    sweeps run their cells in it and :func:`gapscope.report.write_report` its figures.
+
+    Its processes are started here, by the calling thread, and die when that thread ends
+    (:mod:`gapscope._lifetime`): create the pool from the main thread before sweeps run in
+    other threads (``gapscope run`` and ``reproduce`` do).
+    """
     if workers not in _POOLS:
         if not _POOLS:
-            atexit.register(_close_pools)
-        _POOLS[workers] = ProcessPoolExecutor(
+            atexit.register(close_pools)
+        pool = ProcessPoolExecutor(
             workers, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(os.getpid(),)
         )
+        # each submit finds no idle process (none has started yet) and spawns one, from this thread
+        for started in [pool.submit(_started) for _ in range(workers)]:
+            started.result()
+        _POOLS[workers] = pool
     return _POOLS[workers]
 
 
-def _close_pools() -> None:
+def close_pools() -> None:
+    """Shut the shared pools down, cancelling their queued cells (running cells finish)."""
     while _POOLS:
         _POOLS.popitem()[1].shutdown(wait=False, cancel_futures=True)
 
@@ -320,7 +351,9 @@ def _execute(module: str, groups: Groups, workers: int, device: str) -> Finished
     """Yield (cell, rows) as groups finish: in this process for one worker, else in the shared pool."""
     if workers == 1 or len(groups) <= 1:
         for group in groups:
-            yield from zip(group, run_cells(module, group, device), strict=True)
+            with _IN_PROCESS:
+                rows = run_cells(module, group, device)
+            yield from zip(group, rows, strict=True)
         return
     pool = worker_pool(workers)
     pending: dict[Future[list[Rows]], list[dict[str, Any]]] = {
@@ -332,7 +365,9 @@ def _execute(module: str, groups: Groups, workers: int, device: str) -> Finished
             for future in finished:
                 yield from zip(pending.pop(future), future.result(), strict=True)
     except BrokenProcessPool:
-        _POOLS.pop(workers).shutdown(wait=False, cancel_futures=True)
+        broken = _POOLS.pop(workers, None)  # another sweep on the same pool may have dropped it
+        if broken is not None:
+            broken.shutdown(wait=False, cancel_futures=True)
         raise
     finally:  # a cell that raised, or an interrupted sweep: the queued cells do not run
         for future in pending:

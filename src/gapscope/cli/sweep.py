@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -101,34 +102,61 @@ def _executor_options(
 def _sweep_and_report(
     chosen: list[Any], out: Path, scale: Scale, as_json: bool, options: dict[str, Any]
 ) -> None:
-    """Run every experiment (a crash is kept as its section's error), write the report, exit with its code."""
-    from gapscope._optional import install_hint
-    from gapscope.report import exit_code, write_report
-    from gapscope.sweep import run_sweep
+    """Run every experiment (a crash is kept as its section's error), write the report, exit with its code.
 
-    timings, errors = {}, {}
+    With the local executor and several workers two experiments run at a time, each sweep from
+    its own thread into the shared process pool, so the next experiment's cells fill the workers
+    while the last cells of the one before finish; each experiment's time is its own start to end.
+    """
+    from gapscope._optional import install_hint
+    from gapscope.report import error_text, exit_code, write_report
+    from gapscope.sweep import progress_bar, run_sweep
+
+    runnable = []
     for experiment in chosen:
         missing = experiment.missing()
         if missing:
             notices.print(
                 f"skipping {experiment.name}: needs {missing} ({install_hint(missing)})", style="yellow"
             )
-            continue
-        cells = len(experiment.cells(scale.value))
+        else:
+            runnable.append(experiment)
+    timings: dict[str, float] = {}
+    errors: dict[str, str] = {}
+
+    def sweep(experiment: Any, bar: Any) -> None:
         cost = experiment.expected_cost.get(scale.value)
         notices.print(
-            f"{experiment.name}: {cells} cells at scale {scale.value}"
+            f"{experiment.name}: {len(experiment.cells(scale.value))} cells at scale {scale.value}"
             + (f"; expected cost {cost}" if cost else "")
         )
         start = time.perf_counter()
         try:
-            run_sweep(experiment, out / experiment.name, scale=scale.value, progress=not as_json, **options)
+            run_sweep(experiment, out / experiment.name, scale=scale.value, progress=bar, **options)
         except Exception as err:  # noqa: BLE001 - one experiment's crash must not stop the others
-            from gapscope.report import error_text
-
             errors[experiment.name] = error_text(err)
             notices.print(f"{experiment.name} did not finish: {escape(errors[experiment.name])}", style="red")
         timings[experiment.name] = round(time.perf_counter() - start, 2)
+
+    together = options.get("executor") == "local" and options.get("workers", 1) > 1 and len(runnable) > 1
+    with progress_bar(disable=as_json, console=notices) as bar:
+        if not together:
+            for experiment in runnable:
+                sweep(experiment, bar)
+        else:
+            from gapscope.sweep import close_pools, worker_pool
+
+            worker_pool(options["workers"])  # its processes live as long as the thread that starts them
+            threads = ThreadPoolExecutor(2)
+            try:
+                for finished in [threads.submit(sweep, experiment, bar) for experiment in runnable]:
+                    finished.result()
+            except BaseException:  # interrupted: no further experiment starts, the running ones stop queueing
+                close_pools()
+                raise
+            finally:
+                threads.shutdown(wait=True, cancel_futures=True)
+    timings = {experiment.name: timings[experiment.name] for experiment in runnable}
     try:
         path, sections = write_report(out, errors, workers=options["workers"])
     except (ValueError, OSError) as err:
