@@ -29,7 +29,8 @@ import gapscope.nn as nn
 import gapscope.theory as th
 from gapscope.experiments import Experiment, ExperimentFileError, Parameter
 from gapscope.gradients import value_gradient_norms
-from gapscope.sweep import ResultStore, run_sweep
+from gapscope.store import ResultStore
+from gapscope.sweep import run_sweep
 from gapscope.training import train_stack
 
 if sys.version_info >= (3, 11):

@@ -234,7 +234,7 @@ def test_the_report_drawn_in_worker_processes_equals_the_one_drawn_here(tmp_path
 def test_experiments_run_two_at_a_time_give_the_numbers_of_one_at_a_time(tmp_path):
     """With several workers `run` sweeps two experiments at once into the shared pool: every stored
     number equals the one-worker run's, bit for bit, and the times come in the experiments' order."""
-    from gapscope.sweep import ResultStore
+    from gapscope.store import ResultStore
 
     files = []
     grids = {"tiny_a": "T = [16, 32, 64]", "tiny_b": "T = [16, 32]", "tiny_c": "T = [16, 32]"}

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from gapscope.experiments import Experiment, cell_key
-from gapscope.sweep import ResultStore, run_sweep
+from gapscope.store import ResultStore
+from gapscope.sweep import run_sweep
 
 distributed = pytest.importorskip("distributed")
 

@@ -8,7 +8,7 @@ import torch
 from gapscope.experiments import remedies
 from gapscope.experiments.modules import load
 from gapscope.report import _section_html, build_section
-from gapscope.sweep import ResultStore
+from gapscope.store import ResultStore
 
 VARIANTS = ["A", "A^⊥", "A(X)", "A(X)^⊥", "linear"]
 

@@ -14,7 +14,8 @@ import pytest
 
 from gapscope._io import write_atomically
 from gapscope.experiments import Experiment
-from gapscope.sweep import ResultStore, StoreError, run_sweep
+from gapscope.store import ResultStore, StoreError
+from gapscope.sweep import run_sweep
 
 
 def tiny(depth=2, seeds=2, Ts=(8, 12)):

@@ -81,7 +81,7 @@ def test_the_stored_paper_size_run_backs_the_fig_8b_status():
     """The committed paper-size store (results/paper-h200) gives the claim its status."""
     from pathlib import Path
 
-    from gapscope.sweep import ResultStore
+    from gapscope.store import ResultStore
 
     store = ResultStore(Path(__file__).parents[1] / "results" / "paper-h200" / "training_scaling_skip")
     experiment = store.experiment()

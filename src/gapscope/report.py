@@ -24,7 +24,8 @@ from gapscope.experiments.figures import Verdict
 from gapscope.experiments.modules import load
 from gapscope.experiments.papers import group_of, order_key
 from gapscope.plot import save_figure
-from gapscope.sweep import ResultStore, close_pools, worker_pool
+from gapscope.store import ResultStore
+from gapscope.sweep import close_pools, worker_pool
 
 # exit codes of run, reproduce and report
 EXPECTED, NOT_EXPECTED, BAD_INPUT, CRASHED = 0, 1, 2, 3
