@@ -248,6 +248,24 @@ def test_matrix_free_diagnosis_agrees_with_the_dense_one():
         diagnose(model, T=48, matrix_free=True, clouds=(1,))
 
 
+@pytest.mark.parametrize("name", ["bert-base", "llama-small"])
+def test_a_diagnosis_without_heads_has_the_same_layers(name):
+    """heads=False skips the head spectra, not the fix: the layer rows (with and without the gap
+    fix, encoder and decoder) are those of the full diagnosis to float64 rounding."""
+    from gapscope.hf.diagnose import diagnose
+
+    model = build_model(name, tiny=True, seed=2).double()
+    full = diagnose(model, T=24, runs=2, seed=3)
+    layers_only = diagnose(model, T=24, runs=2, seed=3, heads=False)
+    assert set(layers_only["kind"]) == {"layer"}
+    reference = full[full["kind"] == "layer"].dropna(axis=1, how="all").reset_index(drop=True)
+    assert list(layers_only["fix"]) == list(reference["fix"]) and len(set(reference["fix"])) == 2
+    for column in ("sr", "sr_minus_one", "cosine"):
+        assert layers_only[column].to_numpy() == pytest.approx(reference[column].to_numpy(), rel=1e-9)
+    with pytest.raises(ValueError, match="clouds are eigenvalues of heads"):
+        diagnose(model, T=24, heads=False, clouds=(1,))
+
+
 @pytest.mark.parametrize("name, heads", [("bert-base", 1), ("llama-small", 1), ("vit-base", 4)])
 def test_reparameterised_values_drop_into_hf_models(name, heads):
     from gapscope.nn import reparameterise_values

@@ -39,6 +39,7 @@ PARAMETERS = (
     ),
     Parameter("model_seed", "int", "the seed of a random-init model's weights", 0, minimum=0),
     Parameter("tiny", "bool", "a two-layer width-32 version of a random-init model (for tests)", False),
+    Parameter("heads", "bool", "summarise every head's spectrum (False: the layer rows only)", True),
     Parameter("clouds", "int", "layers whose head-0 eigenvalues to keep", [], minimum=1, items=True),
     Parameter(
         "grams",
@@ -89,6 +90,7 @@ def measure(cell: dict[str, Any], device: torch.device) -> list[dict[str, Any]]:
         inputs=inputs,
         clouds=tuple(cell["clouds"]),
         grams=tuple(cell["grams"]) if seed == 0 else (),
+        heads=cell["heads"],
         device=device,
     )
     table = table.drop(columns=["run", "fix", "T"]).assign(d=int(model.config.hidden_size))

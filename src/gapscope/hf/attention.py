@@ -72,7 +72,9 @@ def _expand_kv(module: Any, key: torch.Tensor, value: torch.Tensor) -> tuple[tor
 class AttentionRecorder:
     """Collects, per attention call, each layer's attention or its spectral summary.
 
-    ``keep`` = 'matrix' keeps the matrices (B, H, Tq, Tk); 'summary' keeps, per layer, a
+    ``keep`` = 'matrix' keeps the matrices (B, H, Tq, Tk); 'none' keeps nothing (the
+    recorder only applies ``fix``, and attention runs fused as for summaries); 'summary'
+    keeps, per layer, a
     :class:`gapscope.linalg.SpectralGap` of batch shape (B, H) or, for a padded batch, a
     list of one (1, H) summary per sequence over its unpadded tokens. When every active
     recorder keeps summaries, ``gapscope_capture`` never forms the attention matrix: the
@@ -90,10 +92,12 @@ class AttentionRecorder:
     layers: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        check_choice(self.keep, "keep", ("matrix", "summary"))
+        check_choice(self.keep, "keep", ("matrix", "summary", "none"))
 
     def record(self, attention: torch.Tensor) -> None:
         """Record a dense attention matrix (B, H, Tq, Tk)."""
+        if self.keep == "none":
+            return
         if self.keep == "matrix":
             self.layers.append(attention.detach())
             return
@@ -102,11 +106,15 @@ class AttentionRecorder:
 
     def record_operator(self, operator: MatrixFreeOperator) -> None:
         """Record the summary of attention known only through products (keep = 'summary')."""
+        if self.keep == "none":
+            return
         self.layers.append(spectral_gap(operator, **self.summary_options))
 
     def record_sequences(self, attentions: list[MatrixFreeOperator | torch.Tensor]) -> None:
         """Record one summary per sequence of a padded batch, from an operator or a dense
         (1, H, n, n) matrix over that sequence's valid tokens (keep = 'summary')."""
+        if self.keep == "none":
+            return
         summaries = []
         for attention in attentions:
             if isinstance(attention, torch.Tensor):
@@ -269,7 +277,7 @@ def capture_attention(
         )
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     softcap = kwargs.get("softcap")
-    summary_only = _ACTIVE and all(recorder.keep == "summary" for recorder in _ACTIVE)
+    summary_only = _ACTIVE and all(recorder.keep != "matrix" for recorder in _ACTIVE)
     self_attention = query.shape[-2] == key.shape[-2]
     if attention_mask is not None and softcap is None and summary_only and self_attention:
         return _summarised_padded_attention(

@@ -161,6 +161,7 @@ def diagnose(
     clouds: tuple[int, ...] = (),
     grams: tuple[int, ...] = (),
     matrix_free: bool | None = None,
+    heads: bool = True,
     device: Any = "cpu",
 ) -> pd.DataFrame:
     """Diagnose ``model``: a transformers model, a name (random init, :data:`gapscope.hf.MODEL_NAMES`,
@@ -186,6 +187,8 @@ def diagnose(
     when the longest sequence exceeds :data:`MATRIX_FREE_ABOVE` = 512 tokens, where on 2
     CPU cores the dense summary becomes the slower one, and says so with a UserWarning.
     ``converged`` says whether each head's Krylov summary reached its tolerance.
+    ``heads`` = False leaves out the head rows and their spectra (most of the cost of a
+    diagnosis below ``MATRIX_FREE_ABOVE`` tokens) when only the layer rows are read.
     ``device`` ('cpu', 'cuda') is where the model runs; random inputs are drawn on the CPU.
 
     ``table.attrs`` holds the model's label, whether its attention is causal (None when
@@ -203,7 +206,9 @@ def diagnose(
     lengths = [n for n in (sequence_length(batch) for batch in batches or []) if n is not None]
     length = max(lengths) if lengths else T
     check_length(model, length, label)
-    matrix_free = _choose_matrix_free(matrix_free, clouds, length)
+    if clouds and not heads:
+        raise ValueError("clouds are eigenvalues of heads; pass heads=True to get them")
+    matrix_free = heads and _choose_matrix_free(matrix_free, clouds, length)
     device = resolve_device(device)
     model.to(device)
     flags = layer_causality(model)
@@ -218,7 +223,8 @@ def diagnose(
             batch = batches[run] if batches is not None else random_inputs(model, source, T, g)
             batch = {name: tensor.to(device) for name, tensor in batch.items()}
             for name, removes_gap in plan:
-                recorder = AttentionRecorder(fix=removes_gap, keep="summary" if matrix_free else "matrix")
+                keep = "summary" if matrix_free else "matrix" if heads else "none"
+                recorder = AttentionRecorder(fix=removes_gap, keep=keep)
                 with recording(recorder), torch.no_grad():
                     out = model(**batch, output_hidden_states=True)
                 valid = valid_tokens(batch, out.hidden_states[0].shape[1])
