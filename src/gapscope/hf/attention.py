@@ -73,17 +73,17 @@ class AttentionRecorder:
     """Collects, per attention call, each layer's attention or its spectral summary.
 
     ``keep`` = 'matrix' keeps the matrices (B, H, Tq, Tk); 'none' keeps nothing (the
-    recorder only applies ``fix``, and attention runs fused as for summaries); 'summary'
-    keeps, per layer, a
-    :class:`gapscope.linalg.SpectralGap` of batch shape (B, H) or, for a padded batch, a
-    list of one (1, H) summary per sequence over its unpadded tokens. When every active
-    recorder keeps summaries, ``gapscope_capture`` never forms the attention matrix: the
-    summary comes from fused-attention products (:func:`gapscope.linalg.attention_operator`,
-    exact diagonal eigenvalues for causal heads; with padding, one operator per sequence
-    over its valid tokens) and the output from SDPA, so long inputs fit in memory. Only a
-    mask that is neither full nor causal on a sequence's valid tokens (sliding windows)
-    makes that sequence's summary dense. ``summary_options`` go to
-    :func:`gapscope.linalg.spectral_gap`. ``fix`` applies the gap fix to the output.
+    recorder only applies ``fix``; attention runs fused, as for summaries, and no summary
+    is formed); 'summary' keeps, per layer, a :class:`gapscope.linalg.SpectralGap` of batch
+    shape (B, H) or, for a padded batch, a list of one (1, H) summary per sequence over its
+    unpadded tokens. When no active recorder keeps matrices, ``gapscope_capture`` never
+    forms the attention matrix: a summary comes from fused-attention products
+    (:func:`gapscope.linalg.attention_operator`, exact diagonal eigenvalues for causal
+    heads; with padding, one operator per sequence over its valid tokens) and the output
+    from SDPA, so long inputs fit in memory. Only a mask that is neither full nor causal on
+    a sequence's valid tokens (sliding windows) makes that sequence's summary dense.
+    ``summary_options`` go to :func:`gapscope.linalg.spectral_gap`. ``fix`` applies the gap
+    fix to the output.
     """
 
     fix: bool = False
@@ -106,15 +106,11 @@ class AttentionRecorder:
 
     def record_operator(self, operator: MatrixFreeOperator) -> None:
         """Record the summary of attention known only through products (keep = 'summary')."""
-        if self.keep == "none":
-            return
         self.layers.append(spectral_gap(operator, **self.summary_options))
 
     def record_sequences(self, attentions: list[MatrixFreeOperator | torch.Tensor]) -> None:
         """Record one summary per sequence of a padded batch, from an operator or a dense
         (1, H, n, n) matrix over that sequence's valid tokens (keep = 'summary')."""
-        if self.keep == "none":
-            return
         summaries = []
         for attention in attentions:
             if isinstance(attention, torch.Tensor):
@@ -190,9 +186,11 @@ def _summarised_attention(
 ) -> tuple[torch.Tensor, None]:
     """Record each head's spectral summary from products, and attend with fused SDPA."""
     causal = _is_causal_without_mask(module, query, key, None)
-    operator = attention_operator(query.detach(), key.detach(), scale=scale, causal=causal)
-    for recorder in _ACTIVE:
-        recorder.record_operator(operator)
+    summarising = [recorder for recorder in _ACTIVE if recorder.keep == "summary"]
+    if summarising:
+        operator = attention_operator(query.detach(), key.detach(), scale=scale, causal=causal)
+        for recorder in summarising:
+            recorder.record_operator(operator)
     out = torch.nn.functional.scaled_dot_product_attention(
         query, key, value, is_causal=causal, scale=scale, dropout_p=dropout if module.training else 0.0
     )
@@ -248,9 +246,11 @@ def _summarised_padded_attention(
     expanded_key, expanded_value = _expand_kv(module, key, value)
     allowed = allowed_keys(module, query, expanded_key, attention_mask)
     assert allowed is not None
-    attentions = sequence_attentions(module, query, expanded_key, allowed, scale)
-    for recorder in _ACTIVE:
-        recorder.record_sequences(attentions)
+    summarising = [recorder for recorder in _ACTIVE if recorder.keep == "summary"]
+    if summarising:
+        attentions = sequence_attentions(module, query, expanded_key, allowed, scale)
+        for recorder in summarising:
+            recorder.record_sequences(attentions)
     out, _ = sdpa_attention_forward(
         module, query, key, value, attention_mask, scaling=scale, dropout=dropout, **kwargs
     )
@@ -277,14 +277,14 @@ def capture_attention(
         )
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     softcap = kwargs.get("softcap")
-    summary_only = _ACTIVE and all(recorder.keep != "matrix" for recorder in _ACTIVE)
+    fused = _ACTIVE and all(recorder.keep != "matrix" for recorder in _ACTIVE)
     self_attention = query.shape[-2] == key.shape[-2]
-    if attention_mask is not None and softcap is None and summary_only and self_attention:
+    if attention_mask is not None and softcap is None and fused and self_attention:
         return _summarised_padded_attention(
             module, query, key, value, attention_mask, scale, dropout, **kwargs
         )
     key, value = _expand_kv(module, key, value)
-    if attention_mask is None and softcap is None and summary_only:
+    if attention_mask is None and softcap is None and fused:
         return _summarised_attention(module, query, key, value, scale, dropout)
     scores = (query @ key.transpose(-2, -1)) * scale
     if softcap is not None:  # logit soft-capping as in Gemma 2's eager attention
