@@ -244,4 +244,7 @@ def test_attention_outliers_verdicts_fail_when_no_extra_outlier_appears():
     doctored = table.assign(above_threshold=table["above_threshold"].where(table["kind"] != "summary", 1))
     verdicts = _verdicts("layer_spectra", "attention_outliers", doctored)
     assert verdicts["layer 1 has the single Perron outlier lambda_1 = 1 (every seed)"].passed
-    assert not verdicts["extra outliers (|lambda| > 0.5) appear in deeper layers of a key-query stack"].passed
+    assert (
+        verdicts["extra outliers (|lambda| > 0.5) appear in deeper layers of a key-query stack"].passed
+        is False
+    )

@@ -7,7 +7,8 @@ import torch
 
 from gapscope.experiments import remedies
 from gapscope.experiments.modules import load
-from gapscope.report import _section_html, build_section
+from gapscope.report import _section_html
+from gapscope.sections import build_section
 from gapscope.store import ResultStore
 
 VARIANTS = ["A", "A^⊥", "A(X)", "A(X)^⊥", "linear"]

@@ -38,22 +38,31 @@ def test_character_model_trains_through_the_measurement():
         train_small("images", steps=1)
 
 
-def _table(sharp_cosine):
+def _table(sharp_cosine, seeds=3):
     rows = []
     for task in ("digits", "chars"):
         for value, cosine in (("plain", 0.5), ("sharpening", sharp_cosine), ("smoothing", 0.8)):
-            rows.append(
-                {"kind": "depth", "task": task, "value": value, "seed": 0, "layer": 2}
-                | {
-                    "hfc_lfc": 1.0 if value == "sharpening" else 0.9,
-                    "erank": 5.0 if value == "sharpening" else 4.8,
-                    "cosine": cosine,
-                }
-            )
-            rows += [
-                {"kind": "loss", "task": task, "value": value, "seed": 0, "step": s, "loss": 2.0 / (1 + s)}
-                for s in (0, 9)
-            ]
+            for seed in range(seeds):
+                jitter = 0.002 * seed * (1 if value == "sharpening" else -1)  # a spread across seeds
+                rows.append(
+                    {"kind": "depth", "task": task, "value": value, "seed": seed, "layer": 2}
+                    | {
+                        "hfc_lfc": (1.0 if value == "sharpening" else 0.9) + jitter,
+                        "erank": (5.0 if value == "sharpening" else 4.8) + jitter,
+                        "cosine": cosine + jitter,
+                    }
+                )
+                rows += [
+                    {
+                        "kind": "loss",
+                        "task": task,
+                        "value": value,
+                        "seed": seed,
+                        "step": s,
+                        "loss": 2.0 / (1 + s),
+                    }
+                    for s in (0, 9)
+                ]
     return pd.DataFrame(rows)
 
 
@@ -61,3 +70,9 @@ def test_trained_smoothing_verdicts_can_fail():
     judge = shipped_experiments()["trained_smoothing"].figure_spec.verdicts
     assert [v.passed for v in judge(_table(0.7))] == [True, True, True]
     assert [v.passed for v in judge(_table(0.9))] == [True, False, True]
+    # the language claim fails when the change is decided beyond 20% in one metric
+    assert [v.passed for v in judge(_table(1.2))] == [True, False, False]
+    # one seed decides no comparison: both are inconclusive, with what would decide them
+    single = judge(_table(0.7, seeds=1))
+    assert [v.status for v in single] == ["supported", "inconclusive", "inconclusive"]
+    assert all("--scale paper" in v.decided_by for v in single[1:])

@@ -8,6 +8,7 @@ import torch
 
 from gapscope.ensembles import isometric_input
 from gapscope.experiments import shipped_experiments
+from gapscope.experiments.figures import STATUSES
 from gapscope.nn import AttentionStack, named_config
 from gapscope.sweep import measure_table
 from gapscope.training import (
@@ -73,8 +74,7 @@ def test_training_views_on_a_tiny_grid(name):
     assert experiment.figure_spec.plot(table).axes
     verdicts = experiment.figure_spec.verdicts(table)
     assert len(verdicts) >= 2 and all(v.measured and v.predicted for v in verdicts)
-    statuses = {"supported", "not supported", "known not to reproduce", "unexpectedly supported"}
-    assert {v.status for v in verdicts} <= statuses
+    assert {v.status for v in verdicts} <= set(STATUSES)
 
 
 def test_the_stored_paper_size_run_backs_the_fig_8b_status():

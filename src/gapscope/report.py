@@ -8,148 +8,19 @@ from __future__ import annotations
 
 import base64
 import html
-import traceback
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
-import pandas as pd
 
 from gapscope import __version__
 from gapscope._checks import check_int
 from gapscope._io import write_atomically
-from gapscope.experiments.figures import Verdict
-from gapscope.experiments.modules import load
+from gapscope.experiments.figures import INCONCLUSIVE, Verdict
 from gapscope.experiments.papers import group_of, order_key
-from gapscope.plot import save_figure
-from gapscope.store import ResultStore
+from gapscope.sections import Section, build_section, find_stores, scales_of, summary_line
 from gapscope.sweep import close_pools, worker_pool
-
-# exit codes of run, reproduce and report
-EXPECTED, NOT_EXPECTED, BAD_INPUT, CRASHED = 0, 1, 2, 3
-
-
-@dataclass(frozen=True)
-class Section:
-    """One experiment of the report: its figure and verdicts, or the error that stopped it."""
-
-    name: str
-    title: str
-    description: str = ""
-    scale: str = ""
-    cells: int = 0
-    rows: int = 0
-    figure: Path | None = None
-    verdicts: list[Verdict] = field(default_factory=list)
-    error: str = ""
-    sizes: str = ""
-    manifest: dict[str, Any] = field(default_factory=dict)
-    summary: str = ""  # the figure's comparison table as HTML, shown above it
-
-    @property
-    def as_expected(self) -> bool:
-        """No error, and every claim holds or is known not to reproduce."""
-        return not self.error and all(v.as_expected for v in self.verdicts)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "title": self.title,
-            "scale": self.scale,
-            "cells": self.cells,
-            "rows": self.rows,
-            "sizes": self.sizes,
-            "figure": None if self.figure is None else str(self.figure),
-            "as_expected": self.as_expected,
-            "error": self.error,
-            "verdicts": [v.to_dict() for v in self.verdicts],
-        }
-
-
-def exit_code(sections: list[Section]) -> int:
-    """3 when an experiment crashed, else 1 when a claim is not as expected, else 0."""
-    if any(section.error for section in sections):
-        return CRASHED
-    return EXPECTED if all(section.as_expected for section in sections) else NOT_EXPECTED
-
-
-def find_stores(directory: str | Path) -> list[ResultStore]:
-    """Result stores directly in ``directory`` or one level below, by name."""
-    root = Path(directory)
-    candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []
-    return [ResultStore(p) for p in candidates if (p / "manifest.json").exists()]
-
-
-def build_section(store: ResultStore) -> Section:
-    """Rebuild one experiment's figure (saved beside its store) and verdicts from its table.
-
-    Whatever goes wrong (an unreadable store, a figure that fails on this table) becomes
-    the section's error, so one experiment never stops the report of the others.
-    """
-    try:
-        experiment = store.experiment()
-        manifest = store.manifest()
-        table = store.read()
-        if table.empty:
-            raise ValueError(f"{store.root} has no results yet; run the experiment first")
-        figure = load(experiment.module).figures[experiment.figure]
-        path = save_figure(figure.plot(table), store.root / "figure.png")
-        verdicts = figure.verdicts(table)
-    except Exception as err:  # noqa: BLE001 - reported in the page and the exit code
-        return Section(name=store.root.name, title=store.root.name, error=error_text(err))
-    return Section(
-        name=experiment.name,
-        title=experiment.title,
-        description=experiment.description,
-        scale=str(manifest.get("scale", "")),
-        cells=int(manifest.get("cells", 0)),
-        rows=len(table),
-        figure=path,
-        verdicts=verdicts,
-        sizes=run_sizes(table),
-        manifest=manifest,
-        summary="" if figure.summary is None else figure.summary(table).to_html(classes="summary"),
-    )
-
-
-def _values(series: pd.Series) -> str:
-    values = sorted(series.dropna().unique())
-    shown = [f"{v:g}" if isinstance(v, float) else str(v) for v in values]
-    return ", ".join(shown) if len(shown) <= 8 else f"{shown[0]} to {shown[-1]} ({len(shown)} values)"
-
-
-def _has_width(table: pd.DataFrame) -> bool:
-    """Whether the rows have a width d = T / gamma: a stack ('config') or key-query attention ('kq')."""
-    return "config" in table or ("kq" in table and table["kq"].notna().any())
-
-
-def run_sizes(table: pd.DataFrame) -> str:
-    """The sizes the run actually used, read from its table: T, d, depth, runs (seeds), models."""
-    parts = []
-    if "T" in table:
-        parts.append(f"T = {_values(table['T'])}")
-    if "d" in table and table["d"].notna().any():
-        parts.append(f"d = {_values(table['d'])}")
-    elif "T" in table and "gamma" in table and _has_width(table):
-        d = (table["T"] / table["gamma"]).round().astype(int)
-        parts.append("d = T" if (d == table["T"]).all() else f"d = {_values(d)} (T / gamma)")
-    if "depth" in table:
-        parts.append(f"depth {_values(table['depth'])}")
-    if "model" in table:
-        parts.append(f"models {_values(table['model'])}")
-    if "seed" in table:
-        runs = table["seed"].nunique()
-        parts.append(f"{runs} run{'s' if runs != 1 else ''} (seeds)")
-    return "; ".join(parts)
-
-
-def error_text(err: BaseException) -> str:
-    """The error's type and message, and where it was raised."""
-    where = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
-    place = f" (at {Path(where.filename).name}:{where.lineno})" if where else ""
-    return f"{type(err).__name__}: {err}{place}"
 
 
 def _image(path: Path) -> str:
@@ -161,6 +32,7 @@ STATUS_CLASS = {
     "not supported": "fail",
     "known not to reproduce": "known",
     "unexpectedly supported": "fail",
+    INCONCLUSIVE: "undecided",
 }
 
 
@@ -170,7 +42,30 @@ def _mark(section: Section) -> str:
         return "<span class='mark fail' title='not as expected'>&#10007;</span>"
     if any(v.known_failure for v in section.verdicts):
         return "<span class='mark known' title='as expected, with known failures'>&#10003;</span>"
+    if any(v.inconclusive for v in section.verdicts):
+        return (
+            "<span class='mark undecided' title='as expected, some claims undecided at this scale'>?</span>"
+        )
     return "<span class='mark pass' title='as expected'>&#10003;</span>"
+
+
+def _why(verdict: Verdict) -> str:
+    """The reason under a claim: why it is known to fail, or what would decide it."""
+    if verdict.known_failure:
+        return f"<div class='why'>{html.escape(verdict.known_failure)}</div>"
+    if verdict.inconclusive:
+        return (
+            f"<div class='why undecided'>Decided by: {html.escape(verdict.decided_by or 'more runs')}</div>"
+        )
+    return ""
+
+
+def _row(verdict: Verdict, scale: str) -> str:
+    """One claim's row: claim (and why), predicted, measured, status."""
+    status = verdict.status + (f" at {scale} scale" if verdict.inconclusive and scale else "")
+    cells = [html.escape(verdict.claim) + _why(verdict), html.escape(verdict.predicted)]
+    cells += [html.escape(verdict.measured), html.escape(status)]
+    return f"<tr class='{STATUS_CLASS[verdict.status]}'>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
 
 def _section_html(section: Section) -> str:
@@ -182,17 +77,7 @@ def _section_html(section: Section) -> str:
 <h2>{title}</h2>
 <p class="error">This experiment did not finish: {html.escape(section.error)}</p>
 </section>"""
-    rows = "\n".join(
-        "<tr class='{cls}'><td>{claim}{why}</td><td>{pred}</td><td>{meas}</td><td>{status}</td></tr>".format(
-            cls=STATUS_CLASS[v.status],
-            claim=html.escape(v.claim),
-            why=f"<div class='why'>{html.escape(v.known_failure)}</div>" if v.known_failure else "",
-            pred=html.escape(v.predicted),
-            meas=html.escape(v.measured),
-            status=html.escape(v.status),
-        )
-        for v in section.verdicts
-    )
+    rows = "\n".join(_row(v, section.scale) for v in section.verdicts)
     image = "" if section.figure is None else _image(section.figure)
     return f"""
 <section id="{name}">
@@ -221,12 +106,16 @@ td, th { border: 1px solid #ccc; padding: 4px 6px; vertical-align: top; text-ali
 tr.pass td:last-child { color: #176117; font-weight: bold; }
 tr.fail td:last-child { color: #a11; font-weight: bold; }
 tr.known td:last-child { color: #8a5a00; font-weight: bold; }
+tr.undecided td:last-child { color: #35598a; font-weight: bold; }
+.why.undecided { color: #35598a; }
 .why { color: #8a5a00; font-size: 0.9em; margin-top: 0.3em; }
 .error { color: #a11; font-weight: bold; }
 .meta { color: #666; font-size: 0.85em; }
 .sizes { font-weight: bold; color: #333; margin-top: -0.6em; }
 .mark { font-weight: bold; }
 .mark.pass { color: #176117; } .mark.fail { color: #a11; } .mark.known { color: #b07800; }
+.mark.undecided { color: #35598a; }
+.box .undecided-list { color: #35598a; }
 .run { color: #444; font-size: 0.9em; }
 .box { border: 2px solid #176117; background: #f3faf3; padding: 0.6em 1em; margin: 1em 0; }
 .box.bad { border-color: #a11; background: #fdf2f2; }
@@ -284,8 +173,9 @@ def _run_line(sections: list[Section]) -> str:
     return f"<p class='run'>{html.escape(text)}</p>"
 
 
-def _summary_box(sections: list[Section]) -> str:
-    """Every claim not as expected (and every crash) first, then the claims known not to reproduce."""
+def _summary_box(sections: list[Section], skipped: dict[str, list[str]] | None = None) -> str:
+    """The four statuses counted; every claim not as expected (and every crash) first, then the
+    claims inconclusive at this scale with what decides each, then those known not to reproduce."""
 
     def where(section: Section) -> str:
         return f"<a href='#{html.escape(section.name)}'>{html.escape(section.title)}</a>"
@@ -302,25 +192,31 @@ def _summary_box(sections: list[Section]) -> str:
         for v in s.verdicts
         if not v.as_expected
     ]
+    undecided = [
+        f"<li>{where(s)}: {html.escape(v.claim)} (measured {html.escape(v.measured)}; scale "
+        f"{html.escape(s.scale)}). <i>Decided by:</i> {html.escape(v.decided_by or 'more runs')}</li>"
+        for s in sections
+        for v in s.verdicts
+        if v.inconclusive
+    ]
     known = [
         f"<li>{where(s)}: {html.escape(v.claim)} (measured {html.escape(v.measured)}). "
         f"<i>Why:</i> {html.escape(v.known_failure)}</li>"
         for s in sections
         for v in s.verdicts
-        if v.known_failure and v.as_expected
+        if v.known_failure and v.as_expected and not v.inconclusive
     ]
-    verdicts = [v for s in sections for v in s.verdicts]
-    head = (
-        f"<h3>Not as expected: {len(bad)}</h3><ul>{''.join(bad)}</ul>"
-        if bad
-        else f"<h3>Every claim as expected ({len(verdicts)} claims, {len(sections)} experiments)</h3>"
-    )
-    tail = (
-        f"<h3>Known not to reproduce: {len(known)}</h3><ul class='known-list'>{''.join(known)}</ul>"
-        if known
-        else ""
-    )
-    return f"<div class='box{' bad' if bad else ''}' id='summary'>{head}{tail}</div>"
+    head = f"<h3>{html.escape(summary_line(sections, skipped))}</h3>"
+    if bad:
+        head += f"<h3>Not as expected: {len(bad)}</h3><ul>{''.join(bad)}</ul>"
+    if undecided:
+        head += (
+            f"<h3>Inconclusive at {html.escape(scales_of(sections))} scale: {len(undecided)}</h3>"
+            f"<ul class='undecided-list'>{''.join(undecided)}</ul>"
+        )
+    if known:
+        head += f"<h3>Known not to reproduce: {len(known)}</h3><ul class='known-list'>{''.join(known)}</ul>"
+    return f"<div class='box{' bad' if bad else ''}' id='summary'>{head}</div>"
 
 
 def _contents(sections: list[Section]) -> str:
@@ -344,19 +240,29 @@ def _contents(sections: list[Section]) -> str:
 
 
 def write_report(
-    directory: str | Path, errors: dict[str, str] | None = None, *, workers: int = 1
+    directory: str | Path,
+    errors: dict[str, str] | None = None,
+    *,
+    workers: int = 1,
+    skipped: dict[str, list[str]] | None = None,
+    built: dict[str, Section] | None = None,
 ) -> tuple[Path, list[Section]]:
     """Write ``directory``/report.html over every result store found; return its path and sections.
 
     ``errors`` maps experiments that crashed during their run to the message; each gets
-    an error section in place of what its store holds. Sections follow the papers' order
+    an error section in place of what its store holds; ``skipped`` maps experiments left out
+    for missing packages to those packages (named in the summary); ``built`` holds sections
+    already built from their stores in this run (by name), which are not built again. Sections
+    follow the papers' order
     (:mod:`gapscope.experiments.papers`). With ``workers`` > 1 the sections (figures and
     verdicts) are built in the sweeps' shared process pool, one experiment per task.
     """
     errors = errors or {}
     workers = check_int(workers, "workers", minimum=1)
-    stores = [store for store in find_stores(directory) if store.root.name not in errors]
-    if not stores and not errors:
+    built = built or {}
+    found = [store for store in find_stores(directory) if store.root.name not in errors]
+    stores = [store for store in found if store.root.name not in built]
+    if not found and not errors:
         raise ValueError(f"no result stores (folders with manifest.json) in {directory}")
     sections = None
     if workers > 1 and len(stores) > 1:
@@ -366,19 +272,14 @@ def write_report(
             close_pools()
     if sections is None:
         sections = [build_section(store) for store in stores]
+    sections += [built[store.root.name] for store in found if store.root.name in built]
     sections += [Section(name=name, title=name, error=message) for name, message in errors.items()]
     sections.sort(key=lambda section: order_key(section.name))
-    verdicts = [v for section in sections for v in section.verdicts]
-    expected = sum(v.as_expected for v in verdicts)
-    known = sum(v.status == "known not to reproduce" for v in verdicts)
-    crashed = sum(bool(section.error) for section in sections)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>gapscope report</title><style>{STYLE}</style></head>
 <body><h1>gapscope report</h1>
 {_run_line(sections)}
-<p>{expected} of {len(verdicts)} claims as expected ({known} known not to reproduce);
-{crashed} experiment(s) did not finish.</p>
-{_summary_box(sections)}
+{_summary_box(sections, skipped)}
 {_contents(sections)}
 {"".join(_section_html(s) for s in sections)}
 {LIGHTBOX}

@@ -174,6 +174,13 @@ def select_learning_rates(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return ranked.groupby(keys).head(1).drop(columns="rank_final").reset_index(drop=True)
 
 
+def chosen_runs(runs: pd.DataFrame, best: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The runs (one row per seed) at each group's chosen learning rate (``best``, from
+    :func:`select_learning_rates`) that did not fail: what a claim about trained models compares."""
+    chosen = runs.merge(best[[*keys, "lr"]], on=[*keys, "lr"])
+    return chosen[[not failed(i, f) for i, f in zip(chosen["initial"], chosen["final"], strict=True)]]
+
+
 def run_losses(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """One row per run (``keys``, 'lr', 'seed') of a table of per-step losses ('step', 'loss'):
     the initial loss, the final loss and the loss after 10 steps (the last one if fewer)."""

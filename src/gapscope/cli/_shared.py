@@ -40,3 +40,7 @@ DeviceOption = Annotated[
     str, typer.Option(help="cpu, cuda or cuda:N; without CUDA the command warns and runs on the CPU.")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Print every claim, not only those not as expected.")
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary line.")]

@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from gapscope.cli import app
-from gapscope.cli._shared import DeviceOption, JsonOption, console, notices
+from gapscope.cli._shared import DeviceOption, JsonOption, QuietOption, VerboseOption, console
 from gapscope.cli._shared import fail as _fail
+from gapscope.cli._terminal import Verbosity, print_experiment, print_outcome, print_skipped
 
 
 class Scale(str, Enum):
@@ -23,35 +22,32 @@ class Scale(str, Enum):
     paper = "paper"
 
 
-def _print_sections(sections: list[Any], as_json: bool, extra: dict[str, Any], code: int) -> None:
+def _verbosity(verbose: bool, quiet: bool) -> Verbosity:
+    if verbose and quiet:
+        _fail("--verbose and --quiet contradict each other; give one")
+    return Verbosity.verbose if verbose else Verbosity.quiet if quiet else Verbosity.normal
+
+
+def _finish(
+    sections: list[Any],
+    path: Path,
+    as_json: bool,
+    verbosity: Verbosity,
+    extra: dict[str, Any],
+    skipped: dict[str, list[str]] | None = None,
+) -> None:
+    """Print the outcome (JSON, or the claims not as expected and the summary line) and exit with its code."""
+    from gapscope.sections import exit_code, summary_line, tally
+
+    code = exit_code(sections)
+    summary = summary_line(sections, skipped)
     if as_json:
-        payload = extra | {"exit_code": code, "experiments": [section.to_dict() for section in sections]}
-        print(json.dumps(payload, indent=2, default=str))
-        return
-    table = Table(title="verdicts")
-    for column in ("experiment", "claim", "predicted", "measured", "verdict"):
-        table.add_column(column, overflow="fold")
-    colour = {"supported": "green", "known not to reproduce": "yellow"}
-    for section in sections:
-        if section.error:
-            table.add_row(
-                escape(section.name),
-                "[red]did not finish[/red]",
-                "",
-                escape(section.error),
-                "[red]error[/red]",
-            )
-        for v in section.verdicts:
-            table.add_row(
-                escape(section.name),
-                escape(v.claim),
-                escape(v.predicted),
-                escape(v.measured),
-                f"[{colour.get(v.status, 'red')}]{v.status}",
-            )
-    console.print(table)
-    for key, value in extra.items():
-        console.print(f"{key}: {value}")
+        payload = {"report": str(path), "summary": summary, "counts": tally(sections)} | extra
+        payload |= {"skipped": skipped or {}, "exit_code": code}
+        print(json.dumps(payload | {"experiments": [s.to_dict() for s in sections]}, indent=2, default=str))
+    else:
+        print_outcome(console, sections, summary, str(path), code, verbosity)
+    raise typer.Exit(code=code)
 
 
 class Executor(str, Enum):
@@ -79,6 +75,15 @@ SchedulerOption = Annotated[
 ]
 SlurmPartitionOption = Annotated[str | None, typer.Option(help="Slurm partition for --executor slurm.")]
 SlurmTimeOption = Annotated[int, typer.Option(min=1, help="Slurm time limit per cell, minutes.")]
+SeedOffsetOption = Annotated[
+    int,
+    typer.Option(
+        "--seed-offset",
+        min=0,
+        help="Shift every seed of every experiment by N: other draws, nothing else changed "
+        "(to check that verdicts do not hang on one draw). Use its own --out.",
+    ),
+]
 SlurmLocalOption = Annotated[
     bool,
     typer.Option(
@@ -100,51 +105,73 @@ def _executor_options(
 
 
 def _sweep_and_report(
-    chosen: list[Any], out: Path, scale: Scale, as_json: bool, options: dict[str, Any]
+    chosen: list[Any], out: Path, scale: Scale, as_json: bool, verbosity: Verbosity, options: dict[str, Any]
 ) -> None:
     """Run every experiment (a crash is kept as its section's error), write the report, exit with its code.
 
-    With the local executor and several workers two experiments run at a time, each sweep from
-    its own thread into the shared process pool, so the next experiment's cells fill the workers
-    while the last cells of the one before finish; each experiment's time is its own start to end.
+    Each experiment's figure and verdicts are built as soon as its sweep ends, and its line
+    printed; the report reuses them. With the local executor and several workers two
+    experiments run at a time, each sweep from its own thread into the shared process pool (where
+    its section is built too), so the next experiment's cells fill the workers while the last
+    cells of the one before finish; each experiment's time is its own start to end.
     """
     from gapscope._optional import install_hint
-    from gapscope.report import error_text, exit_code, write_report
-    from gapscope.sweep import progress_bar, run_sweep
+    from gapscope.report import write_report
+    from gapscope.sections import build_section, error_text
+    from gapscope.store import ResultStore
+    from gapscope.sweep import progress_bar, run_sweep, worker_pool
 
-    runnable = []
+    quiet = as_json or verbosity < Verbosity.normal
+    runnable, skipped = [], {}
     for experiment in chosen:
         missing = experiment.missing()
         if missing:
-            notices.print(
-                f"skipping {experiment.name}: needs {missing} ({install_hint(missing)})", style="yellow"
-            )
+            skipped[experiment.name] = missing
+            if not as_json:
+                print_skipped(console, experiment.name, missing, install_hint(missing), verbosity)
         else:
             runnable.append(experiment)
     timings: dict[str, float] = {}
     errors: dict[str, str] = {}
+    built: dict[str, Any] = {}
+    together = options.get("executor") == "local" and options.get("workers", 1) > 1 and len(runnable) > 1
 
     def sweep(experiment: Any, bar: Any) -> None:
-        cost = experiment.expected_cost.get(scale.value)
-        notices.print(
-            f"{experiment.name}: {len(experiment.cells(scale.value))} cells at scale {scale.value}"
-            + (f"; expected cost {cost}" if cost else "")
-        )
+        if verbosity >= Verbosity.verbose:
+            cost = experiment.expected_cost.get(scale.value)
+            bar.console.print(
+                f"{experiment.name}: {len(experiment.cells(scale.value))} cells at scale {scale.value}"
+                + (f"; expected cost {cost}" if cost else ""),
+                highlight=False,
+            )
         start = time.perf_counter()
+        store = ResultStore(out / experiment.name)
         try:
-            run_sweep(experiment, out / experiment.name, scale=scale.value, progress=bar, **options)
+            run_sweep(experiment, store.root, scale=scale.value, progress=bar, **options)
         except Exception as err:  # noqa: BLE001 - one experiment's crash must not stop the others
             errors[experiment.name] = error_text(err)
-            notices.print(f"{experiment.name} did not finish: {escape(errors[experiment.name])}", style="red")
         timings[experiment.name] = round(time.perf_counter() - start, 2)
+        if experiment.name in errors:
+            from gapscope.sections import Section
 
-    together = options.get("executor") == "local" and options.get("workers", 1) > 1 and len(runnable) > 1
-    with progress_bar(disable=as_json, console=notices) as bar:
+            section = Section(name=experiment.name, title=experiment.title, error=errors[experiment.name])
+        else:
+            # matplotlib is not thread-safe: with sweeps in threads the section is drawn in the pool
+            section = (
+                worker_pool(options["workers"]).submit(build_section, store).result()
+                if together
+                else build_section(store)
+            )
+            built[experiment.name] = section
+        if not as_json:
+            print_experiment(bar.console, section, timings[experiment.name], verbosity)
+
+    with progress_bar(disable=quiet or not console.is_terminal, console=console) as bar:
         if not together:
             for experiment in runnable:
                 sweep(experiment, bar)
         else:
-            from gapscope.sweep import close_pools, worker_pool
+            from gapscope.sweep import close_pools
 
             worker_pool(options["workers"])  # its processes live as long as the thread that starts them
             threads = ThreadPoolExecutor(2)
@@ -158,13 +185,11 @@ def _sweep_and_report(
                 threads.shutdown(wait=True, cancel_futures=True)
     timings = {experiment.name: timings[experiment.name] for experiment in runnable}
     try:
-        path, sections = write_report(out, errors, workers=options["workers"])
+        path, sections = write_report(out, errors, workers=options["workers"], skipped=skipped, built=built)
     except (ValueError, OSError) as err:
         _fail(str(err))
         return
-    code = exit_code(sections)
-    _print_sections(sections, as_json, {"report": str(path), "seconds": timings}, code)
-    raise typer.Exit(code=code)
+    _finish(sections, path, as_json, verbosity, {"seconds": timings}, skipped)
 
 
 def _sweep_options(
@@ -206,11 +231,16 @@ def run(
     slurm_time: SlurmTimeOption = 60,
     slurm_local: SlurmLocalOption = False,
     device: DeviceOption = "cpu",
+    seed_offset: SeedOffsetOption = 0,
     as_json: JsonOption = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Run experiment files (checked before any cell runs), resume what is stored, write the report.
 
-    Exit status: 0 every claim as expected, 1 a claim not as expected, 2 bad input, 3 an experiment crashed.
+    Prints a line per experiment (a mark per claim), the claims not as expected in full and one
+    summary line. Exit status: 0 every claim as expected (supported, inconclusive at this scale,
+    or known not to reproduce), 1 a claim not as expected, 2 bad input, 3 an experiment crashed.
     """
     from gapscope.experiments import Experiment, shipped_experiments
 
@@ -229,8 +259,10 @@ def run(
     except (ValueError, OSError) as err:
         _fail(str(err))
         return
+    verbosity = _verbosity(verbose, quiet)
     options = _sweep_options(workers, executor, scheduler, slurm_partition, slurm_time, slurm_local, device)
-    _sweep_and_report(chosen, out, scale, as_json, options)
+    chosen = [experiment.with_seed_offset(seed_offset) for experiment in chosen]
+    _sweep_and_report(chosen, out, scale, as_json, verbosity, options)
 
 
 @app.command()
@@ -248,11 +280,16 @@ def reproduce(
     slurm_time: SlurmTimeOption = 60,
     slurm_local: SlurmLocalOption = False,
     device: DeviceOption = "cpu",
+    seed_offset: SeedOffsetOption = 0,
     as_json: JsonOption = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Reproduce the papers' figures (the shipped experiments), resume what is stored, write the report.
 
-    Exit status: 0 every claim as expected, 1 a claim not as expected, 2 bad input, 3 an experiment crashed.
+    Prints a line per experiment (a mark per claim), the claims not as expected in full and one
+    summary line. Exit status: 0 every claim as expected (supported, inconclusive at this scale,
+    or known not to reproduce), 1 a claim not as expected, 2 bad input, 3 an experiment crashed.
     """
     from gapscope.experiments import shipped_experiments
 
@@ -261,8 +298,10 @@ def reproduce(
     if unknown:
         _fail(f"unknown experiments {unknown} for --only; expected some of {sorted(shipped)}")
     chosen = [shipped[name] for name in only] if only else list(shipped.values())
+    verbosity = _verbosity(verbose, quiet)
     options = _sweep_options(workers, executor, scheduler, slurm_partition, slurm_time, slurm_local, device)
-    _sweep_and_report(chosen, out, scale, as_json, options)
+    chosen = [experiment.with_seed_offset(seed_offset) for experiment in chosen]
+    _sweep_and_report(chosen, out, scale, as_json, verbosity, options)
 
 
 @app.command()
@@ -270,18 +309,24 @@ def report(
     directory: Annotated[Path, typer.Argument(help="Directory holding result stores.")],
     workers: WorkersOption = 2,
     as_json: JsonOption = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Rebuild figures and verdicts from stored results and write DIRECTORY/report.html.
 
-    Exit status: 0 every claim as expected, 1 a claim not as expected, 2 bad input, 3 an experiment crashed.
+    Prints a line per experiment (a mark per claim), the claims not as expected in full and one
+    summary line. Exit status: 0 every claim as expected (supported, inconclusive at this scale,
+    or known not to reproduce), 1 a claim not as expected, 2 bad input, 3 an experiment crashed.
     """
-    from gapscope.report import exit_code, write_report
+    from gapscope.report import write_report
 
+    verbosity = _verbosity(verbose, quiet)
     try:
         path, sections = write_report(directory, workers=workers)
     except (ValueError, OSError) as err:
         _fail(str(err))
         return
-    code = exit_code(sections)
-    _print_sections(sections, as_json, {"report": str(path)}, code)
-    raise typer.Exit(code=code)
+    if not as_json:
+        for section in sections:
+            print_experiment(console, section, None, verbosity)
+    _finish(sections, path, as_json, verbosity, {})

@@ -2,8 +2,8 @@
 
 At one T, a one-layer stack of each variant learns H(X_0) entrywise (Fig. 6's task, SPEC section
 9) at every learning rate of ``LEARNING_RATES``; the authors' rule picks each variant's learning
-rate, and its best final loss is set against key-query attention A(X) in standard errors over the
-weight seeds.
+rate, and its best final loss is set against key-query attention A(X): the ratio paired by weight
+seed, with its 95% interval.
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ from typing import Any
 import pandas as pd
 import torch
 
-from gapscope.experiments.figures import Verdict, fmt, style
+from gapscope.experiments.figures import Verdict, style
+from gapscope.experiments.statistics import Interval, decide, log_ratio, paired_values
 from gapscope.nn import StackConfig
-from gapscope.training import best_curve, failed, run_losses, select_learning_rates, train_stacks
+from gapscope.training import best_curve, chosen_runs, run_losses, select_learning_rates, train_stacks
 
 # the upper part of the paper's grid, where every variant's best learning rate lies (0.1 to 0.3
 # when all 15 of the paper's values are tried at T = 32)
 LEARNING_RATES = (0.5, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
-Z = 3.0  # a variant trains better or worse than A(X) beyond this many standard errors
+REFERENCE = "A(X)"  # the variant every other's training is set against
 
 
 def rows(config: StackConfig, cell: dict[str, Any], device: torch.device) -> list[dict[str, Any]]:
@@ -45,33 +46,52 @@ def _runs(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def with_training(stats: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """``stats`` (one row per variant) with the training columns, when the table has training rows:
-    train_final (best final loss), train_lr, train_se (its standard error over seeds), and against
-    A(X): train_ratio and train_z (the difference in combined standard errors)."""
+    train_final (best final loss), train_lr, and against A(X) the ratio of best final losses
+    paired by seed with its 95% interval (train_ratio, train_low, train_high, over train_runs seeds)."""
     if not (table["kind"] == "training").any():
         return stats
     runs, best = _runs(table)
-    chosen = runs.merge(best[["lr"]].reset_index(), on=["variant", "lr"])
-    chosen = chosen[[not failed(i, f) for i, f in zip(chosen["initial"], chosen["final"], strict=True)]]
-    finals = chosen.groupby("variant")["final"]
-    stats = stats.assign(
+    chosen = chosen_runs(runs, best.reset_index(), ["variant"])
+    ratios = {
+        v: log_ratio(*paired_values(chosen, "variant", v, REFERENCE, "final"))
+        for v in stats.index
+        if REFERENCE in set(chosen["variant"]) and v in set(chosen["variant"])
+    }
+    nan = Interval(math.nan, math.nan, math.nan, 0)
+    found = [ratios.get(v, nan) for v in stats.index]
+    return stats.assign(
         train_final=best["final"].reindex(stats.index),
         train_lr=best["lr"].reindex(stats.index),
-        train_se=(finals.std() / finals.count() ** 0.5).reindex(stats.index),
-    )
-    ref, ref_se = (stats[c].get("A(X)", math.nan) for c in ("train_final", "train_se"))
-    return stats.assign(
-        train_ratio=stats["train_final"] / ref,
-        train_z=(stats["train_final"] - ref) / (stats["train_se"] ** 2 + ref_se**2) ** 0.5,
+        train_ratio=[r.estimate for r in found],
+        train_low=[r.low for r in found],
+        train_high=[r.high for r in found],
+        train_runs=[r.runs for r in found],
     )
 
 
 def cell(v: pd.Series) -> str:
     """The training column's entry for one variant: ✓ a lower, ✗ a higher best final loss than A(X)
-    by more than ``Z`` standard errors, ≈ within; then the loss, its lr and the ratio to A(X)'s."""
+    (the 95% interval of the ratio lies below or above 1), ≈ undecided; then the loss, its lr and
+    the ratio to A(X)'s."""
     if not v["train_final"] == v["train_final"]:
         return "✗ no training: every learning rate failed"
-    mark = "✓" if v["train_z"] < -Z else "✗" if v["train_z"] > Z else "≈"
+    mark = "✓" if v["train_high"] < 1 else "✗" if v["train_low"] > 1 else "≈"
     return f"{mark} {v['train_final']:.3g} (lr {v['train_lr']:g}; {v['train_ratio']:.2f})"
+
+
+ALIKE = (0.67, 1.5)  # two configurations train alike when the ratio of their best final losses lies here
+
+
+def trains_alike(claim: str, ratio: Interval, decided_by: str) -> Verdict:
+    """The claim that two configurations train alike: the 95% interval of the ratio of their best
+    final losses (paired by seed) lies within ``ALIKE``."""
+    return Verdict(
+        claim,
+        f"within [{ALIKE[0]:g}, {ALIKE[1]:g}] (95% interval)",
+        ratio.text(),
+        decide(ratio, above=ALIKE[0], below=ALIKE[1]),
+        decided_by=decided_by,
+    )
 
 
 def verdicts(stats: pd.DataFrame) -> list[Verdict]:
@@ -89,16 +109,11 @@ def verdicts(stats: pd.DataFrame) -> list[Verdict]:
             not untrained,
         )
     ]
-    if {"A(X)", "A(X)^⊥"} <= set(stats.index):
-        ratio = float(stats.loc["A(X)^⊥", "train_ratio"])
-        out.append(
-            Verdict(
-                "A(X)^⊥ trains like A(X) (best final loss, fix over original; Mind the Gap, Fig. 6)",
-                "within [0.67, 1.5]",
-                fmt(ratio),
-                0.67 <= ratio <= 1.5,
-            )
-        )
+    if {REFERENCE, "A(X)^⊥"} <= set(stats.index):
+        fix = stats.loc["A(X)^⊥"]
+        ratio = Interval(fix["train_ratio"], fix["train_low"], fix["train_high"], int(fix["train_runs"]))
+        claim = "A(X)^⊥ trains like A(X) (best final loss, fix over original, paired by seed; Fig. 6)"
+        out.append(trains_alike(claim, ratio, "5 seeds (--scale paper)"))
     return out
 
 

@@ -7,9 +7,12 @@ axis's). Experiment modules define figures as module attributes; their attribute
 are the names experiment files use.
 
 A :class:`Verdict` states one claim of the papers, the prediction, the measurement and
-whether the data support it. A claim is expected to hold unless it carries
-``known_failure`` (why gapscope knows it does not reproduce): like a strict expected
-failure in a test suite, a known failure that passes is reported as unexpected too.
+whether the data support it. A claim about seed-varying quantities is decided by an interval
+over the runs (:mod:`gapscope.experiments.statistics`) and may be inconclusive: like a
+non-strict expected failure in a test suite, it is reported and counted but never sets the
+exit status. A claim is expected to hold unless it carries ``known_failure`` (why gapscope
+knows it does not reproduce): like a strict expected failure, a known failure that passes
+is reported as unexpected too.
 """
 
 from __future__ import annotations
@@ -33,25 +36,41 @@ matplotlib.use("Agg")  # figures are files; no window opens
 
 @dataclass(frozen=True)
 class Verdict:
-    """One claim checked against stored data (``known_failure``: why it is known not to reproduce)."""
+    """One claim checked against stored data.
+
+    ``passed`` is True (supported), False (not supported) or None: the runs cannot decide the
+    claim (its interval reaches both sides), and ``decided_by`` says what would (for example
+    '5 seeds: --scale paper'). ``known_failure`` says why gapscope knows a decided claim does not
+    reproduce.
+    """
 
     claim: str
     predicted: str
     measured: str
-    passed: bool
+    passed: bool | None
     known_failure: str = ""
+    decided_by: str = ""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "passed", bool(self.passed))  # numpy booleans are not JSON
+        if self.passed is not None:
+            object.__setattr__(self, "passed", bool(self.passed))  # numpy booleans are not JSON
+
+    @property
+    def inconclusive(self) -> bool:
+        """The runs cannot decide the claim at this scale."""
+        return self.passed is None
 
     @property
     def as_expected(self) -> bool:
-        """The claim holds, or fails and is known to fail."""
-        return self.passed != bool(self.known_failure)
+        """The claim holds, fails and is known to fail, or cannot be decided at this scale (like a
+        non-strict expected failure, an undecided claim never sets the exit status)."""
+        return self.passed is None or self.passed != bool(self.known_failure)
 
     @property
     def status(self) -> str:
-        """'supported', 'not supported', 'known not to reproduce' or 'unexpectedly supported'."""
+        """One of :data:`STATUSES`."""
+        if self.passed is None:
+            return INCONCLUSIVE
         if self.known_failure:
             return "unexpectedly supported" if self.passed else "known not to reproduce"
         return "supported" if self.passed else "not supported"
@@ -63,9 +82,15 @@ class Verdict:
             "measured": self.measured,
             "passed": self.passed,
             "known_failure": self.known_failure,
+            "decided_by": self.decided_by,
             "as_expected": self.as_expected,
             "status": self.status,
         }
+
+
+INCONCLUSIVE = "inconclusive"
+# every status a verdict can have; the first three and INCONCLUSIVE are as expected
+STATUSES = ("supported", INCONCLUSIVE, "known not to reproduce", "not supported", "unexpectedly supported")
 
 
 @dataclass(frozen=True)

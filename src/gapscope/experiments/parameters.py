@@ -54,6 +54,12 @@ class Parameter:
             self.check(self.default)  # a declaration with a bad default is a programming error
 
     @property
+    def is_seed(self) -> bool:
+        """Whether the parameter is a seed ('seed' or a name ending in '_seed'): what
+        ``--seed-offset`` shifts."""
+        return self.kind == "int" and not self.items and (self.name == "seed" or self.name.endswith("_seed"))
+
+    @property
     def expected(self) -> str:
         """What a value must be, in words (for error messages and ``gapscope list``)."""
         text = self._item_expected

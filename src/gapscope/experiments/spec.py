@@ -26,6 +26,7 @@ stored cell is recognised whatever the order of the axes in the file.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from gapscope import _optional
+from gapscope._checks import check_int
 from gapscope.experiments import modules
 from gapscope.experiments.figures import Figure
 from gapscope.experiments.parameters import defaults, required
@@ -213,6 +215,34 @@ class Experiment:
         for key in changes.get("grid", {}):
             data["fixed"].pop(key, None)
         return Experiment.from_dict(data, source=f"experiment {self.name!r} varied")
+
+    def with_seed_offset(self, offset: int) -> Experiment:
+        """A checked copy whose every seed parameter (``Parameter.is_seed``: ``seed``, ``data_seed``,
+        ``model_seed``, ...) is shifted by ``offset`` at every scale, defaults included: other draws
+        of the same experiment, nothing else changed."""
+        offset = check_int(offset, "seed_offset", minimum=0)
+        if offset == 0:
+            return self
+        seeds = [p for p in modules.load(self.module).parameters.values() if p.is_seed]
+        data = copy.deepcopy(self.to_dict())
+
+        def shift(tables: dict[str, Any]) -> None:
+            for table in ("grid", "fixed"):
+                for p in seeds:
+                    if p.name in tables.get(table, {}):
+                        value = tables[table][p.name]
+                        tables[table][p.name] = (
+                            [v + offset for v in value] if table == "grid" else value + offset
+                        )
+
+        shift(data)
+        for override in data["scales"].values():
+            shift(override)
+        tables = [data, *data["scales"].values()]
+        for p in seeds:  # a seed left at its default is shifted too
+            if not any(p.name in t.get(part, {}) for t in tables for part in ("grid", "fixed")):
+                data["fixed"][p.name] = p.default + offset
+        return Experiment.from_dict(data, source=f"experiment {self.name!r} with seed offset {offset}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
