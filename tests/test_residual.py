@@ -36,11 +36,14 @@ def test_pre_ln_cannot_tell_negative_weights_from_a_negated_spectrum():
 
 @pytest.mark.skipif(not has_sklearn, reason="scikit-learn (extra 'data') is not installed")
 def test_the_layernorm_sign_table_is_reproduced():
-    experiment = shipped_experiments()["ln_sign"].varied(grid={"seed": [0, 1, 2]}, fixed={"steps": 64})
+    experiment = shipped_experiments()["ln_sign"]  # 20 draws at quick scale: about 10 s
     table = measure_table(experiment, "quick")
     figure = experiment.figure_spec
     verdicts = figure.verdicts(table)
     assert [v.passed for v in verdicts] == [True, True, True], verdicts
+    # the pre-LN claims are decided over the draws: three draws cannot decide them
+    few = table[table["seed"] < 3]
+    assert [v.status for v in figure.verdicts(few)[:2]] == ["inconclusive", "inconclusive"]
     assert figure.plot(table).axes
     swapped = table.copy()  # a post-LN run that did see the sign must fail the third claim
     post_negative = (

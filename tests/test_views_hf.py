@@ -48,9 +48,20 @@ def test_depth_verdict_fails_when_the_fix_does_not_help():
 
 def test_causal_fix_verdict_flags_growth_like_the_encoder_fix():
     judge = shipped_experiments()["causal_fix"].figure_spec.verdicts
-    rows = []
-    for T in (64, 128, 256):
-        rows.append({"kind": "layer", "model": "m", "fix": "none", "layer": 2, "T": T, "sr": 1.02})
-        rows.append({"kind": "layer", "model": "m", "fix": "auto", "layer": 2, "T": T, "sr": 0.3 * T})
-    verdicts = judge(pd.DataFrame(rows))
-    assert [v.passed for v in verdicts] == [True, False]
+
+    def table(fixed_sr):
+        rows = []
+        for seed in (0, 1):
+            for T in (64, 128, 256):
+                base = {"kind": "layer", "model": "m", "layer": 2, "T": T, "seed": seed}
+                rows.append(base | {"fix": "none", "sr": 1.02 + 0.01 * seed})
+                rows.append(base | {"fix": "auto", "sr": fixed_sr(T) * (1 + 0.02 * seed)})
+        return pd.DataFrame(rows)
+
+    assert [v.passed for v in judge(table(lambda T: 0.3 * T))] == [True, False]  # grows like T
+    assert [v.passed for v in judge(table(lambda T: 1.3))] == [True, True]  # an O(1) gain
+    # a gain the windows cannot tell from 1: inconclusive, not a verdict either way
+    noisy = table(lambda T: 1.3).assign(
+        sr=lambda t: t["sr"] * (1 + 0.6 * (t["seed"] - 0.5) * (t["fix"] == "auto"))
+    )
+    assert judge(noisy)[0].status == "inconclusive"

@@ -91,6 +91,25 @@ def log_ratio(a: npt.ArrayLike, b: npt.ArrayLike, level: float = LEVEL) -> Inter
     return paired_difference(np.log(a_), np.log(b_), level).exp()
 
 
+def log_slope_interval(x: npt.ArrayLike, y: npt.ArrayLike, level: float = LEVEL) -> Interval:
+    """The least-squares slope of log y against log x over independent draws (every draw a point,
+    not their means), with its t interval on n - 2 degrees of freedom; ``runs`` counts the draws.
+    With one value of x, or fewer than three draws, the interval is unbounded."""
+    lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
+    n = lx.size
+    if n != ly.size:
+        raise ValueError(f"a slope needs as many x as y values, got {n} and {ly.size}")
+    if n < 2 or np.ptp(lx) == 0:
+        return Interval(math.nan, -math.inf, math.inf, int(n), level)
+    slope, intercept = np.polyfit(lx, ly, 1)
+    if n < 3:
+        return Interval(float(slope), -math.inf, math.inf, int(n), level)
+    residual = ly - (slope * lx + intercept)
+    se = math.sqrt(float(residual @ residual) / (n - 2) / float(((lx - lx.mean()) ** 2).sum()))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 2)) * se
+    return Interval(float(slope), float(slope) - half, float(slope) + half, int(n), level)
+
+
 def decide(interval: Interval, above: float | None = None, below: float | None = None) -> bool | None:
     """Whether the statistic lies above ``above`` and/or below ``below``: True when the whole
     interval does, False when the whole interval lies outside (beyond either bound), None when
