@@ -2,6 +2,7 @@
 cells measured together in groups where it says so."""
 
 import json
+import re
 import textwrap
 
 import pandas as pd
@@ -123,3 +124,28 @@ def test_a_user_module_through_the_command_line(toy, tmp_path):
     payload = json.loads(result.stdout)
     (section,) = payload["experiments"]
     assert section["as_expected"] and section["verdicts"][0]["status"] == "supported"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("def measure(cell, device):", "def measure(cell):"), "measure must take (cell, device)"),
+        (
+            ("def measure_together(cells, device):", "def measure_together(cells, device, extra):"),
+            "measure_together must take (cells, device)",
+        ),
+        (
+            ('    Parameter("n", "int", "the number of draws", minimum=1),', '    "n",'),
+            "PARAMETERS must be a tuple of gapscope.experiments.Parameter",
+        ),
+    ],
+)
+def test_a_wrong_module_is_refused_when_its_file_is_read(toy, edit, message):
+    from gapscope.experiments import ExperimentFileError
+    from gapscope.experiments.modules import load
+
+    module = toy.parent / "toy_module.py"
+    module.write_text(module.read_text().replace(*edit))
+    load.cache_clear()
+    with pytest.raises(ExperimentFileError, match=re.escape(message)):
+        Experiment.from_toml(toy)

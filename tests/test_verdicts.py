@@ -206,3 +206,38 @@ def test_seed_offset_on_the_command_line(tmp_path):
     assert manifest["experiment"]["grid"]["seed"] == [10, 11, 12, 13]
     bad = runner.invoke(app, [*args[:-2], "--seed-offset", "-1"])
     assert bad.exit_code == 2 and "--seed-offset" in bad.output
+
+
+def test_overrides_hold_at_every_scale_and_are_checked_like_a_file():
+    from gapscope.experiments import ExperimentFileError, shipped_experiments
+
+    experiment = shipped_experiments()["rank_collapse_width"]
+    varied = experiment.with_overrides(["grid.T=16,32", "fixed.depth=2", "grid.config=A,A^⊥"])
+    for scale in ("quick", "paper"):  # the quick scale's own T and config give way
+        cells = varied.cells(scale)
+        assert {c["T"] for c in cells} == {16, 32} and {c["depth"] for c in cells} == {2}
+        assert {c["config"] for c in cells} == {"A", "A^⊥"}
+    # a TOML list, and a bare string with spaces
+    assert experiment.with_overrides(["grid.T=[16, 32]"]).grid["T"] == [16, 32]
+    one = experiment.with_overrides(["fixed.config=A + LN", "grid.T=16,32"])
+    assert {c["config"] for c in one.cells("quick")} == {"A + LN"}
+    for bad, message in [
+        ("grid.T=1.5", "T: 1.5 is not an integer"),
+        ("grid.bogus=1", "['bogus'] that module 'collapse' does not take"),
+        ("T=16", "expected grid.KEY=V1,V2"),
+    ]:
+        with pytest.raises(ExperimentFileError, match=re.escape(message)):
+            experiment.with_overrides([bad])
+
+
+def test_overrides_on_the_command_line(tmp_path):
+    out = tmp_path / "out"
+    args = ["run", str(_toy(tmp_path, "pass")), "grid.seed=3,4", "fixed.n=50", "--out", str(out)]
+    result = runner.invoke(app, [*args, "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "toy" / "manifest.json").read_text())
+    assert manifest["experiment"]["grid"]["seed"] == [3, 4] and manifest["experiment"]["fixed"]["n"] == 50
+    bad = runner.invoke(app, ["run", str(_toy(tmp_path, "fail")), "fixed.n=0", "--out", str(out)])
+    assert bad.exit_code == 2 and "n: 0 is below the minimum 1" in bad.output
+    alone = runner.invoke(app, ["run", "fixed.n=5", "--out", str(out)])
+    assert alone.exit_code == 2 and "no experiment given" in alone.output

@@ -20,7 +20,7 @@ notices = Console(stderr=True)  # messages that must not mix with --json output
 def fail(message: str) -> None:
     """Print ``message`` as an error on stderr and exit with status 2 (bad input)."""
     # escaped: messages name TOML tables ([grid], [fixed]) that rich would take for markup
-    notices.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    notices.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 

@@ -220,7 +220,11 @@ def _sweep_options(
 @app.command()
 def run(
     experiments: Annotated[
-        list[str], typer.Argument(help="Experiment files (TOML) or names of shipped experiments.")
+        list[str],
+        typer.Argument(
+            help="Experiment files (TOML) or names of shipped experiments, then overrides for all of "
+            "them: grid.KEY=V1,V2 (an axis) or fixed.KEY=VALUE, checked like a file."
+        ),
     ],
     scale: ScaleOption = Scale.quick,
     out: OutOption = Path("out"),
@@ -243,19 +247,27 @@ def run(
     or known not to reproduce), 1 a claim not as expected, 2 bad input, 3 an experiment crashed.
     """
     from gapscope.experiments import Experiment, shipped_experiments
+    from gapscope.experiments.spec import OVERRIDE
 
+    overrides = [target for target in experiments if OVERRIDE.fullmatch(target)]
     try:
         shipped = shipped_experiments()
         chosen = []
-        for target in experiments:
+        for target in [t for t in experiments if t not in overrides]:
             if target.endswith(".toml"):
                 chosen.append(Experiment.from_toml(target))
             elif target in shipped:
                 chosen.append(shipped[target])
             else:
                 raise ValueError(
-                    f"unknown experiment {target!r}; expected a .toml file or one of {sorted(shipped)}"
+                    f"unknown experiment {target!r}; expected a .toml file, one of {sorted(shipped)}, "
+                    "or an override grid.KEY=V1,V2 / fixed.KEY=VALUE"
                 )
+        if not chosen:
+            raise ValueError(
+                "no experiment given: name a .toml file or a shipped experiment before overrides"
+            )
+        chosen = [experiment.with_overrides(overrides) for experiment in chosen] if overrides else chosen
     except (ValueError, OSError) as err:
         _fail(str(err))
         return

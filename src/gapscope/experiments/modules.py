@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import pkgutil
 import re
 import sys
@@ -117,6 +118,17 @@ def resolve_reference(reference: str, base: Path | None = None) -> str:
     return reference
 
 
+def _check_signature(reference: str, name: str, function: Any, expected: str) -> None:
+    """A module's ``measure`` (or ``measure_together``) must take two positional arguments, so that
+    a wrong signature stops the file at the door rather than the sweep in its middle."""
+    try:
+        inspect.signature(function).bind(None, None)
+    except TypeError as err:
+        raise ValueError(f"module {reference!r}: {name} must take {expected}; {err}") from None
+    except ValueError:  # a builtin without a signature: nothing to check
+        return
+
+
 @cache
 def load(reference: str) -> ExperimentModule:
     """The experiment module at a canonical ``reference`` (see :func:`resolve_reference`)."""
@@ -140,7 +152,16 @@ def load(reference: str) -> ExperimentModule:
             "(see gapscope.experiments.modules)"
         )
     figures = {name: value for name, value in vars(module).items() if isinstance(value, Figure)}
-    parameters = declared(tuple(module.PARAMETERS))
+    declarations = module.PARAMETERS
+    if not isinstance(declarations, (tuple, list)) or not all(isinstance(p, Parameter) for p in declarations):
+        raise ValueError(
+            f"module {reference!r}: PARAMETERS must be a tuple of gapscope.experiments.Parameter, "
+            f"got {declarations!r:.120}"
+        )
+    _check_signature(reference, "measure", module.measure, "(cell, device)")
+    if hasattr(module, "measure_together"):
+        _check_signature(reference, "measure_together", module.measure_together, "(cells, device)")
+    parameters = declared(tuple(declarations))
     together = tuple(getattr(module, "MEASURED_TOGETHER", ()))
     if (not together) != (not hasattr(module, "measure_together")) or not set(together) <= set(parameters):
         raise ValueError(

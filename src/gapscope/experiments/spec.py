@@ -216,6 +216,29 @@ class Experiment:
             data["fixed"].pop(key, None)
         return Experiment.from_dict(data, source=f"experiment {self.name!r} varied")
 
+    def with_overrides(self, overrides: list[str]) -> Experiment:
+        """A checked copy with command-line overrides applied, as Hydra spells them:
+        ``grid.T=16,32`` (an axis: comma-separated values, or a TOML list) and ``fixed.depth=5``
+        (one value: TOML, or a bare string such as ``fixed.config=A + LN``). An override holds at
+        every scale: the key leaves the other table and every [scales] table. The result is
+        checked like a file, and an error names the override."""
+        data = copy.deepcopy(self.to_dict())
+        for text in overrides:
+            match = OVERRIDE.fullmatch(text)
+            if not match:
+                raise ExperimentFileError(
+                    f"override {text!r}: expected grid.KEY=V1,V2,... or fixed.KEY=VALUE"
+                )
+            table, key, raw = match.groups()
+            value = _override_value(raw, as_list=table == "grid")
+            other = "fixed" if table == "grid" else "grid"
+            data[table][key] = value
+            data[other].pop(key, None)
+            for scale in data["scales"].values():
+                for part in ("grid", "fixed"):
+                    scale.get(part, {}).pop(key, None)
+        return Experiment.from_dict(data, source=f"experiment {self.name!r} with {' '.join(overrides)}")
+
     def with_seed_offset(self, offset: int) -> Experiment:
         """A checked copy whose every seed parameter (``Parameter.is_seed``: ``seed``, ``data_seed``,
         ``model_seed``, ...) is shifted by ``offset`` at every scale, defaults included: other draws
@@ -302,6 +325,25 @@ class Experiment:
             base | dict(zip(axes, values, strict=True))
             for values in itertools.product(*(checked_grid[a] for a in axes))
         ]
+
+
+OVERRIDE = re.compile(r"(grid|fixed)\.([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)
+
+
+def _override_value(raw: str, as_list: bool) -> Any:
+    """A command-line value as TOML reads it; a bare word that is not TOML is a string."""
+
+    def parse(text: str) -> Any:
+        try:
+            return tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            return text.strip()
+
+    if not as_list:
+        return parse(raw)
+    if raw.strip().startswith("["):
+        return parse(raw)
+    return [parse(item) for item in raw.split(",")]
 
 
 def _checked(parameter: Any, value: Any, where: str) -> Any:
