@@ -445,6 +445,30 @@ CATALOGUE: list[Case] = [
         r"Invalid value for '--scale'.*'huge' is not one of 'quick', 'paper'",
     ),
     Cli(
+        "seed-offset-negative",
+        "`--seed-offset -1`",
+        _good_run("--seed-offset", "-1"),
+        r"Invalid value for '--seed-offset'.*greater than or equal to",
+    ),
+    Cli(
+        "verbose-and-quiet",
+        "`-v -q`",
+        _good_run("-v", "-q"),
+        r"--verbose and --quiet contradict each other",
+    ),
+    Cli(
+        "override-bad-value",
+        "`grid.T=8,8.5`",
+        _good_run("grid.T=8,8.5"),
+        r"with grid.T=8,8.5: at scale 'quick': \[grid\] T: 8.5 is not an integer",
+    ),
+    Cli(
+        "override-unknown-key",
+        "`fixed.dpeth=2`",
+        _good_run("fixed.dpeth=2"),
+        r"\[fixed\] has keys \['dpeth'\]",
+    ),
+    Cli(
         "executor-ray",
         "`--executor ray`",
         _good_run("--executor", "ray"),

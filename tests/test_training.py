@@ -76,3 +76,19 @@ def test_trained_smoothing_verdicts_can_fail():
     single = judge(_table(0.7, seeds=1))
     assert [v.status for v in single] == ["supported", "inconclusive", "inconclusive"]
     assert all("--scale paper" in v.decided_by for v in single[1:])
+
+
+def test_the_stored_paper_size_run_leaves_the_vision_ordering_undecided():
+    """The committed paper-scale store (results/paper-cpu, 10 seeds, 600 steps) gives the claims
+    their statuses at that size: the vision ordering stays inconclusive, the language claim holds."""
+    from pathlib import Path
+
+    from gapscope.store import ResultStore
+
+    store = ResultStore(Path(__file__).parents[1] / "results" / "paper-cpu" / "trained_smoothing")
+    assert store.manifest()["scale"] == "paper"
+    table = store.read()
+    assert table["seed"].nunique() == 10 and table["cell"].nunique() == 60
+    verdicts = shipped_experiments()["trained_smoothing"].figure_spec.verdicts(table)
+    assert [v.status for v in verdicts] == ["supported", "inconclusive", "supported"]
+    assert "10 runs" in verdicts[1].measured

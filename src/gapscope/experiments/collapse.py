@@ -138,7 +138,7 @@ def _verdict_width_collapse(table: pd.DataFrame) -> list[Verdict]:
             excess = resolved_rank_excess(int(layer), int(Tmax))
             out.append(
                 Verdict(
-                    f"A^perp, gamma = {gamma:g}, layer {layer}: sr grows linearly, sr / T -> c_l(gamma) "
+                    f"A^⊥, gamma = {gamma:g}, layer {layer}: sr grows linearly, sr / T -> c_l(gamma) "
                     "from above (Prop. 5): the top eigenvalue sits below the edge at finite T, so sr / T "
                     "exceeds c_l by a finite-T excess shrinking like T^(-2/3) (SPEC 7 measured 10%, 7%, 3% "
                     "for l = 1 and 29%, 18%, 12% for l = 3 at T = 160, 320, 640); allowed: up to 1.5 times "

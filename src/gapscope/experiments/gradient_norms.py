@@ -239,7 +239,7 @@ def _verdict_gradient_depth(table: pd.DataFrame) -> list[Verdict]:
         slower = [int(L) for L in depths[1:] if means[("A(X)^⊥", L)] < means[("A(X)", L)]]
         out.append(
             Verdict(
-                "A(X)^perp: removing one outlier is not enough for multi-layer key-query attention "
+                "A(X)^⊥: removing one outlier is not enough for multi-layer key-query attention "
                 "(the gradient still explodes with depth)",
                 ">= 10",
                 f"growth {fmt(growth['A(X)^⊥'])}; fixed below vanilla at L = {slower}",
