@@ -411,7 +411,7 @@ CATALOGUE: list[Case] = [
         "experiment-unknown",
         "`gapscope run nope`",
         lambda tmp: ["run", "nope"],
-        r"unknown experiment 'nope'; expected a .toml file or one of",
+        r"unknown experiment 'nope'; expected a .toml file, one of",
     ),
     # gapscope run / reproduce / report: options and folders
     Cli(
