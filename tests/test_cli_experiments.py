@@ -164,7 +164,7 @@ def _edit_module(tmp_path, text):
     import sys
 
     from gapscope.experiments import modules
-    from gapscope.sweep import close_pools
+    from gapscope.pool import close_pools
 
     close_pools()
 

@@ -207,7 +207,7 @@ def test_a_store_of_a_definition_the_module_no_longer_accepts_is_rerun_not_a_cra
 def test_the_pool_is_kept_for_the_next_sweep_and_survives_a_crashing_cell(tmp_path):
     """reproduce runs one sweep per experiment: they share one pool (its start costs about 5 s), and
     a cell that raises ends its own sweep only."""
-    from gapscope import sweep
+    from gapscope.pool import worker_pool
 
     module = tmp_path / "fragile.py"
     module.write_text(
@@ -227,7 +227,7 @@ def test_the_pool_is_kept_for_the_next_sweep_and_survives_a_crashing_cell(tmp_pa
         )
 
     run_sweep(tiny(), tmp_path / "first", scale="paper", workers=2, progress=False)
-    pool = sweep._POOLS[2]
+    pool = worker_pool(2)  # the pool the first sweep started
     with pytest.raises(RuntimeError, match="cell 3 fails"):
         run_sweep(
             experiment("fragile", [0, 1, 2, 3, 4, 5]),
@@ -239,5 +239,5 @@ def test_the_pool_is_kept_for_the_next_sweep_and_survives_a_crashing_cell(tmp_pa
     table = run_sweep(
         experiment("sound", [0, 1, 2]), tmp_path / "sound", scale="paper", workers=2, progress=False
     )
-    assert sweep._POOLS[2] is pool
+    assert worker_pool(2) is pool
     assert sorted(table["value"]) == [0, 1, 2]

@@ -19,8 +19,8 @@ from gapscope._checks import check_int
 from gapscope._io import write_atomically
 from gapscope.experiments.figures import INCONCLUSIVE, Verdict
 from gapscope.experiments.papers import group_of, order_key
+from gapscope.pool import close_pools, worker_pool
 from gapscope.sections import Section, build_section, find_stores, scales_of, summary_line
-from gapscope.sweep import close_pools, worker_pool
 
 
 def _image(path: Path) -> str:

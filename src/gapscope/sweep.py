@@ -29,16 +29,14 @@ duplicated. Cells run, with a progress bar and an ETA, on one of three executors
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import platform
 import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +49,7 @@ from gapscope._checks import check_choice, check_int, resolve_device
 from gapscope._optional import require
 from gapscope.experiments.modules import load
 from gapscope.experiments.spec import Experiment, cell_key
+from gapscope.pool import drop_pool, init_worker, worker_pool
 from gapscope.store import ResultStore, Rows, column_value
 
 
@@ -65,16 +64,6 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
     }
-
-
-def _worker_init(parent_pid: int | None = None) -> None:
-    import torch
-
-    if parent_pid is not None:  # a pool worker: exit when the sweep's process dies
-        from gapscope._lifetime import die_with_parent
-
-        die_with_parent(parent_pid)
-    torch.set_num_threads(1)
 
 
 def run_cells(module: str, cells: list[dict[str, Any]], device: str = "cpu") -> list[Rows]:
@@ -112,7 +101,7 @@ def measure_table(experiment: Experiment, scale: str = "quick", device: str = "c
 def run_and_store(root: str, module: str, cells: list[dict[str, Any]], device: str = "cpu") -> int:
     """Run one group of cells and write the parts not yet in the store at ``root`` (a Slurm job);
     the number of rows written."""
-    _worker_init()
+    init_worker()
     store = ResultStore(root)
     done, written = store.done_keys(), 0
     for cell, rows in zip(cells, run_cells(module, cells, device), strict=True):
@@ -222,43 +211,9 @@ Finished = Iterable[tuple[dict[str, Any], list[dict[str, Any]] | None]]
 Groups = list[list[dict[str, Any]]]
 
 
-# One process pool per worker count, kept for the next sweep of this process (and its report):
-# starting workers and importing torch in them cost about 5 s, which `reproduce` paid once per experiment.
-_POOLS: dict[int, ProcessPoolExecutor] = {}
 # Cells run in this process one group at a time, whichever thread's sweep asks: run_cells sets the
 # process's torch thread count, which is part of what fixes a cell's numbers.
 _IN_PROCESS = threading.Lock()
-
-
-def _started() -> int:
-    return os.getpid()
-
-
-def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """The shared pool of ``workers`` spawned processes (one torch thread each, dying with this one):
-    sweeps run their cells in it and :func:`gapscope.report.write_report` its figures.
-
-    Its processes are started here, by the calling thread, and die when that thread ends
-    (:mod:`gapscope._lifetime`): create the pool from the main thread before sweeps run in
-    other threads (``gapscope run`` and ``reproduce`` do).
-    """
-    if workers not in _POOLS:
-        if not _POOLS:
-            atexit.register(close_pools)
-        pool = ProcessPoolExecutor(
-            workers, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(os.getpid(),)
-        )
-        # each submit finds no idle process (none has started yet) and spawns one, from this thread
-        for started in [pool.submit(_started) for _ in range(workers)]:
-            started.result()
-        _POOLS[workers] = pool
-    return _POOLS[workers]
-
-
-def close_pools() -> None:
-    """Shut the shared pools down, cancelling their queued cells (running cells finish)."""
-    while _POOLS:
-        _POOLS.popitem()[1].shutdown(wait=False, cancel_futures=True)
 
 
 def _execute(module: str, groups: Groups, workers: int, device: str) -> Finished:
@@ -279,9 +234,7 @@ def _execute(module: str, groups: Groups, workers: int, device: str) -> Finished
             for future in finished:
                 yield from zip(pending.pop(future), future.result(), strict=True)
     except BrokenProcessPool:
-        broken = _POOLS.pop(workers, None)  # another sweep on the same pool may have dropped it
-        if broken is not None:
-            broken.shutdown(wait=False, cancel_futures=True)
+        drop_pool(workers)  # another sweep on the same pool may have dropped it already
         raise
     finally:  # a cell that raised, or an interrupted sweep: the queued cells do not run
         for future in pending:
@@ -302,7 +255,7 @@ def _execute_dask(module: str, groups: Groups, workers: int, scheduler: str | No
         )
     client = Client(scheduler if scheduler is not None else cluster)
     try:
-        client.run(_worker_init)
+        client.run(init_worker)
         futures = {
             client.submit(
                 run_cells, module, group, device, key=f"gapscope-{cell_key(module, group[0])}", pure=False

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -116,10 +115,11 @@ def _sweep_and_report(
     cells of the one before finish; each experiment's time is its own start to end.
     """
     from gapscope._optional import install_hint
+    from gapscope.pool import two_at_a_time, worker_pool
     from gapscope.report import write_report
     from gapscope.sections import build_section, error_text
     from gapscope.store import ResultStore
-    from gapscope.sweep import progress_bar, run_sweep, worker_pool
+    from gapscope.sweep import progress_bar, run_sweep
 
     quiet = as_json or verbosity < Verbosity.normal
     runnable, skipped = [], {}
@@ -171,18 +171,7 @@ def _sweep_and_report(
             for experiment in runnable:
                 sweep(experiment, bar)
         else:
-            from gapscope.sweep import close_pools
-
-            worker_pool(options["workers"])  # its processes live as long as the thread that starts them
-            threads = ThreadPoolExecutor(2)
-            try:
-                for finished in [threads.submit(sweep, experiment, bar) for experiment in runnable]:
-                    finished.result()
-            except BaseException:  # interrupted: no further experiment starts, the running ones stop queueing
-                close_pools()
-                raise
-            finally:
-                threads.shutdown(wait=True, cancel_futures=True)
+            two_at_a_time(lambda experiment: sweep(experiment, bar), runnable, options["workers"])
     timings = {experiment.name: timings[experiment.name] for experiment in runnable}
     try:
         path, sections = write_report(out, errors, workers=options["workers"], skipped=skipped, built=built)
