@@ -116,3 +116,17 @@ def test_command_line_choices_are_the_library_tuples():
     pairs += [(Executor, EXECUTORS), (DiagnoseFix, FIXES)]
     for enum, library in pairs:
         assert sorted(member.value for member in enum) == sorted(library), enum
+
+
+def test_one_default_scale():
+    """The command line's default scale is the library's (DEFAULT_SCALE), in every command that runs."""
+    import inspect
+
+    from gapscope.cli.sweep import reproduce, run
+    from gapscope.experiments.spec import DEFAULT_SCALE, Experiment
+    from gapscope.sweep import measure_table, run_sweep
+
+    for command in (run, reproduce):
+        assert inspect.signature(command).parameters["scale"].default.value == DEFAULT_SCALE
+    for function in (measure_table, run_sweep, Experiment.cells):
+        assert inspect.signature(function).parameters["scale"].default == DEFAULT_SCALE

@@ -59,7 +59,7 @@ def test_cuda_measurements_agree_with_the_cpu(module, figure):
             "grid": {"T": [16, 24], "seed": [0]},
         }
     )
-    cell = experiment.cells()[0]
+    cell = experiment.cells("paper")[0]
     on_cpu = pd.DataFrame(run_cell(module, cell, "cpu"))
     on_gpu = pd.DataFrame(run_cell(module, cell, "cuda"))
     numeric = on_cpu.select_dtypes("number").columns

@@ -48,7 +48,7 @@ from gapscope import __version__
 from gapscope._checks import check_choice, check_int, resolve_device
 from gapscope._optional import require
 from gapscope.experiments.modules import load
-from gapscope.experiments.spec import Experiment, cell_key
+from gapscope.experiments.spec import DEFAULT_SCALE, Experiment, cell_key
 from gapscope.pool import drop_pool, init_worker, worker_pool
 from gapscope.store import ResultStore, Rows, column_value
 
@@ -88,7 +88,7 @@ def run_cell(module: str, cell: dict[str, Any], device: str = "cpu") -> Rows:
     return run_cells(module, [cell], device)[0]
 
 
-def measure_table(experiment: Experiment, scale: str = "quick", device: str = "cpu") -> pd.DataFrame:
+def measure_table(experiment: Experiment, scale: str = DEFAULT_SCALE, device: str = "cpu") -> pd.DataFrame:
     """Every cell of ``experiment`` at ``scale`` run in this process, no store: the table a figure reads."""
     frames = []
     for group in load(experiment.module).groups(experiment.cells(scale)):
@@ -119,7 +119,7 @@ def run_sweep(
     experiment: Experiment,
     out: str | Path,
     *,
-    scale: str = "quick",
+    scale: str = DEFAULT_SCALE,
     workers: int = 1,
     progress: bool | Progress = True,
     executor: str = "local",

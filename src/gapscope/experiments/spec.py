@@ -49,6 +49,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 SCALES = ("quick", "paper")
+DEFAULT_SCALE = "quick"  # the scale every function and command runs when none is named
 KEYS = (
     "name",
     "title",
@@ -290,7 +291,7 @@ class Experiment:
         fixed = self.fixed | override.get("fixed", {})
         return grid, fixed
 
-    def cells(self, scale: str = "paper") -> list[dict[str, Any]]:
+    def cells(self, scale: str = DEFAULT_SCALE) -> list[dict[str, Any]]:
         """Every combination of the grid axes with the fixed values and defaults, each value checked."""
         module = modules.load(self.module)
         parameters = module.parameters
