@@ -39,7 +39,7 @@ if _display_type_rich is not None:
 DeviceOption = Annotated[
     str, typer.Option(help="cpu, cuda or cuda:N; without CUDA the command warns and runs on the CPU.")
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of lines for a person.")]
 VerboseOption = Annotated[
     bool, typer.Option("--verbose", "-v", help="Print every claim, not only those not as expected.")
 ]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import time
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -206,7 +209,62 @@ def _sweep_options(
     }
 
 
+# The options run and reproduce share, declared once: name -> (annotated type, default)
+SWEEP_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "scale": (ScaleOption, Scale.quick),
+    "out": (OutOption, Path("out")),
+    "workers": (WorkersOption, 2),
+    "executor": (ExecutorOption, Executor.local),
+    "scheduler": (SchedulerOption, None),
+    "slurm_partition": (SlurmPartitionOption, None),
+    "slurm_time": (SlurmTimeOption, 60),
+    "slurm_local": (SlurmLocalOption, False),
+    "device": (DeviceOption, "cpu"),
+    "seed_offset": (SeedOffsetOption, 0),
+    "as_json": (JsonOption, False),
+    "verbose": (VerboseOption, False),
+    "quiet": (QuietOption, False),
+}
+
+
+def _sweep_command(command: Callable[..., None]) -> Callable[..., None]:
+    """``command``'s own arguments followed by ``SWEEP_OPTIONS``; it receives the latter as one
+    dict, ``options``. Typer reads the signature built here."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "options"]
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for name, (annotation, default) in SWEEP_OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def with_options(**arguments: Any) -> None:
+        options = {name: arguments.pop(name) for name in SWEEP_OPTIONS}
+        command(**arguments, options=options)
+
+    with_options.__signature__ = inspect.Signature([*own, *shared])  # type: ignore[attr-defined]
+    return with_options
+
+
+def _sweep_chosen(chosen: list[Any], options: dict[str, Any]) -> None:
+    """Check the shared options, shift the seeds, sweep the experiments and report."""
+    verbosity = _verbosity(options["verbose"], options["quiet"])
+    executor_options = _sweep_options(
+        options["workers"],
+        options["executor"],
+        options["scheduler"],
+        options["slurm_partition"],
+        options["slurm_time"],
+        options["slurm_local"],
+        options["device"],
+    )
+    chosen = [experiment.with_seed_offset(options["seed_offset"]) for experiment in chosen]
+    _sweep_and_report(
+        chosen, options["out"], options["scale"], options["as_json"], verbosity, executor_options
+    )
+
+
 @app.command()
+@_sweep_command
 def run(
     experiments: Annotated[
         list[str],
@@ -215,25 +273,13 @@ def run(
             "them: grid.KEY=V1,V2 (an axis) or fixed.KEY=VALUE, checked like a file."
         ),
     ],
-    scale: ScaleOption = Scale.quick,
-    out: OutOption = Path("out"),
-    workers: WorkersOption = 2,
-    executor: ExecutorOption = Executor.local,
-    scheduler: SchedulerOption = None,
-    slurm_partition: SlurmPartitionOption = None,
-    slurm_time: SlurmTimeOption = 60,
-    slurm_local: SlurmLocalOption = False,
-    device: DeviceOption = "cpu",
-    seed_offset: SeedOffsetOption = 0,
-    as_json: JsonOption = False,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
+    options: dict[str, Any],
 ) -> None:
     """Run experiment files (checked before any cell runs), resume what is stored, write the report.
 
-    Prints a line per experiment (a mark per claim), the claims not as expected in full and one
-    summary line. Exit status: 0 every claim as expected (supported, inconclusive at this scale,
-    or known not to reproduce), 1 a claim not as expected, 2 bad input, 3 an experiment crashed.
+    Prints a line per experiment, the claims not as expected in full, and a summary line.
+
+    Exit status: 0 every claim as expected (inconclusive included), 1 one not, 2 bad input, 3 a crash.
     """
     from gapscope.experiments import Experiment, shipped_experiments
     from gapscope.experiments.spec import OVERRIDE
@@ -260,37 +306,23 @@ def run(
     except (ValueError, OSError) as err:
         _fail(str(err))
         return
-    verbosity = _verbosity(verbose, quiet)
-    options = _sweep_options(workers, executor, scheduler, slurm_partition, slurm_time, slurm_local, device)
-    chosen = [experiment.with_seed_offset(seed_offset) for experiment in chosen]
-    _sweep_and_report(chosen, out, scale, as_json, verbosity, options)
+    _sweep_chosen(chosen, options)
 
 
 @app.command()
+@_sweep_command
 def reproduce(
     only: Annotated[
         list[str] | None,
         typer.Option(help="Reproduce only this shipped experiment (repeatable); default: all."),
     ] = None,
-    scale: ScaleOption = Scale.quick,
-    out: OutOption = Path("out"),
-    workers: WorkersOption = 2,
-    executor: ExecutorOption = Executor.local,
-    scheduler: SchedulerOption = None,
-    slurm_partition: SlurmPartitionOption = None,
-    slurm_time: SlurmTimeOption = 60,
-    slurm_local: SlurmLocalOption = False,
-    device: DeviceOption = "cpu",
-    seed_offset: SeedOffsetOption = 0,
-    as_json: JsonOption = False,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
+    options: dict[str, Any] | None = None,
 ) -> None:
     """Reproduce the papers' figures (the shipped experiments), resume what is stored, write the report.
 
-    Prints a line per experiment (a mark per claim), the claims not as expected in full and one
-    summary line. Exit status: 0 every claim as expected (supported, inconclusive at this scale,
-    or known not to reproduce), 1 a claim not as expected, 2 bad input, 3 an experiment crashed.
+    Prints a line per experiment, the claims not as expected in full, and a summary line.
+
+    Exit status: 0 every claim as expected (inconclusive included), 1 one not, 2 bad input, 3 a crash.
     """
     from gapscope.experiments import shipped_experiments
 
@@ -299,10 +331,7 @@ def reproduce(
     if unknown:
         _fail(f"unknown experiments {unknown} for --only; expected some of {sorted(shipped)}")
     chosen = [shipped[name] for name in only] if only else list(shipped.values())
-    verbosity = _verbosity(verbose, quiet)
-    options = _sweep_options(workers, executor, scheduler, slurm_partition, slurm_time, slurm_local, device)
-    chosen = [experiment.with_seed_offset(seed_offset) for experiment in chosen]
-    _sweep_and_report(chosen, out, scale, as_json, verbosity, options)
+    _sweep_chosen(chosen, options or {})
 
 
 @app.command()
@@ -315,9 +344,9 @@ def report(
 ) -> None:
     """Rebuild figures and verdicts from stored results and write DIRECTORY/report.html.
 
-    Prints a line per experiment (a mark per claim), the claims not as expected in full and one
-    summary line. Exit status: 0 every claim as expected (supported, inconclusive at this scale,
-    or known not to reproduce), 1 a claim not as expected, 2 bad input, 3 an experiment crashed.
+    Prints a line per experiment, the claims not as expected in full, and a summary line.
+
+    Exit status: 0 every claim as expected (inconclusive included), 1 one not, 2 bad input, 3 a crash.
     """
     from gapscope.report import write_report
 
