@@ -147,10 +147,10 @@ def _baseline(name: str, tiny: bool, options: dict[str, Any]) -> Any:
     model, _, label = resolve_model(name, seed=options["seed"], tiny=tiny, with_tokenizer=False)
     fresh = random_init_like(model, seed=options["seed"])
     if options["text"] is not None:  # the same tokens: the trained model's tokenizer, the fresh weights
-        from gapscope.hf.diagnose import _batches
+        from gapscope.hf.diagnose import input_batches
 
         _, tokenizer, _ = resolve_model(name, seed=options["seed"], tiny=tiny)
-        batches = _batches(model, tokenizer, label, options["text"], None, options["T"], options["runs"])
+        batches = input_batches(model, tokenizer, label, options["text"], None, options["T"], options["runs"])
         inputs = batches[0] if batches else None
         options = options | {"text": None, "inputs": inputs, "runs": 1}
     table = _quietly(run_diagnosis, fresh, **(options | {"fix": "none"}))

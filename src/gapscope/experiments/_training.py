@@ -112,7 +112,9 @@ def verdicts(stats: pd.DataFrame) -> list[Verdict]:
     if {REFERENCE, "A(X)^⊥"} <= set(stats.index):
         fix = stats.loc["A(X)^⊥"]
         ratio = Interval(fix["train_ratio"], fix["train_low"], fix["train_high"], int(fix["train_runs"]))
-        claim = "A(X)^⊥ trains like A(X) (best final loss, fix over original, paired by seed; Fig. 6)"
+        claim = (
+            "A(X)^⊥ trains like A(X) (best final loss, with the fix over as built, paired by seed; Fig. 6)"
+        )
         out.append(trains_alike(claim, ratio, "5 seeds (--scale paper)"))
     return out
 

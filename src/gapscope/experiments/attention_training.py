@@ -179,7 +179,8 @@ def _verdict_training_fix(table: pd.DataFrame) -> list[Verdict]:
         ),
         Verdict(
             "the paper's 'inconclusive': the fix lowers the best final loss of some configurations "
-            "and raises it for others, or changes none by more than 2x (fix over original, paired by seed)",
+            "and raises it for others, or changes none by more than 2x (with the fix over as built, "
+            "paired by seed)",
             "95% intervals on both sides of 1, or all within [0.5, 2]",
             "; ".join(f"{v}: {r.text(3)}" for v, r in ratios.items()),
             any_of([both_sides, small]),
@@ -205,8 +206,8 @@ def _verdict_training_scaling_kq(table: pd.DataFrame) -> list[Verdict]:
             decided_by=PAPER_RUNS,
         ),
         trains_alike(
-            "with N(0,1) keys and queries the fix performs like the original "
-            "(best final loss, fix over original, paired by seed)",
+            "with N(0,1) keys and queries the model with the fix trains like the model as built "
+            "(best final loss, with the fix over as built, paired by seed)",
             fix_ratio,
             PAPER_RUNS,
         ),

@@ -156,7 +156,7 @@ def _verdict_width_collapse(table: pd.DataFrame) -> list[Verdict]:
             out.append(
                 Verdict(
                     f"removing the gap resolves rank collapse in width at layer 1: {fixed_name} vs {base}",
-                    "sr(fixed) > 2 sr(vanilla)",
+                    "sr(with the fix) > 2 sr(as built)",
                     f"{fmt(float(by_config[fixed_name]))} vs {fmt(float(by_config[base]))} at T = {Tmax}",
                     float(by_config[fixed_name]) > 2 * float(by_config[base]),
                 )
@@ -223,7 +223,7 @@ def _verdict_depth_collapse(table: pd.DataFrame) -> list[Verdict]:
                 f"the fix slows collapse in depth: {fixed} keeps at least the rank of {base} at every "
                 f"layer, and sr - 1 at least 10 times larger at layer {last}",
                 ">= 10",
-                fmt(ratio) + ("" if everywhere else " (below vanilla at some layer)"),
+                fmt(ratio) + ("" if everywhere else " (below as built at some layer)"),
                 everywhere and ratio >= 10,
             )
         )

@@ -242,7 +242,7 @@ def _verdict_gradient_depth(table: pd.DataFrame) -> list[Verdict]:
                 "A(X)^⊥: removing one outlier is not enough for multi-layer key-query attention "
                 "(the gradient still explodes with depth)",
                 ">= 10",
-                f"growth {fmt(growth['A(X)^⊥'])}; fixed below vanilla at L = {slower}",
+                f"growth {fmt(growth['A(X)^⊥'])}; with the fix below as built at L = {slower}",
                 growth["A(X)^⊥"] >= 10,
             )
         )

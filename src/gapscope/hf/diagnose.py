@@ -202,7 +202,7 @@ def diagnose(
     if text is not None and inputs is not None:
         raise ValueError("give text or inputs, not both")
     model, tokenizer, label = resolve_model(model, seed=seed, tiny=tiny, with_tokenizer=text is not None)
-    batches = _batches(model, tokenizer, label, text, inputs, T, runs)
+    batches = input_batches(model, tokenizer, label, text, inputs, T, runs)
     lengths = [n for n in (sequence_length(batch) for batch in batches or []) if n is not None]
     length = max(lengths) if lengths else T
     check_length(model, length, label)
@@ -242,7 +242,7 @@ def diagnose(
     return table
 
 
-def _batches(
+def input_batches(
     model: Any, tokenizer: Any, label: str, text: Any, inputs: Any, T: int, runs: int
 ) -> list[dict[str, torch.Tensor]] | None:
     """The batch of each run, or None for random inputs drawn as the runs go."""

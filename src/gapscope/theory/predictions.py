@@ -104,7 +104,7 @@ def width_collapse_constant(layers: int, gamma: float = 1.0, sigma2: float = 1.0
 
 
 def stable_rank_excess(T: int, layers: int, gamma: float = 1.0, sigma2: float = 1.0) -> float:
-    """Predicted sr(Sigma_l) - 1 = C_l T^{1-2l} for the vanilla model (Prop. 3; SPEC section 6)."""
+    """Predicted sr(Sigma_l) - 1 = C_l T^{1-2l} for the model as built (no fix) (Prop. 3; SPEC section 6)."""
     T = check_int(T, "T", minimum=2)
     return width_collapse_constant(layers, gamma, sigma2) * float(T) ** (1 - 2 * layers)
 

@@ -116,7 +116,7 @@ def centred_gradient_norm_sq(
 ) -> float:
     """E ||dX_L/dW_l||_F^2 with every A_k replaced by A_k - gain J/T (input-independent attention):
     sigma_W^{2(L-1)} d^L [sum_{j=1}^L theta^{2j} (e/T)^{L-j} + T (e/T)^L], e = E||A - J/T||_F^2
-    (module docstring; gain = 1 is SPEC section 7's fixed form, gain = 0 its exact vanilla form)."""
+    (module docstring; gain = 1 is SPEC section 7's fixed form, gain = 0 its exact form as built)."""
     T = check_int(T, "T", minimum=2)
     L = check_int(depth, "depth", minimum=1)
     d = T / check_positive(gamma, "gamma")
