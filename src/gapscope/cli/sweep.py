@@ -7,6 +7,7 @@ import inspect
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -160,11 +161,14 @@ def _sweep_and_report(
             section = Section(name=experiment.name, title=experiment.title, error=errors[experiment.name])
         else:
             # matplotlib is not thread-safe: with sweeps in threads the section is drawn in the pool
-            section = (
-                worker_pool(options["workers"]).submit(build_section, store).result()
-                if together
-                else build_section(store)
-            )
+            try:
+                section = (
+                    worker_pool(options["workers"]).submit(build_section, store).result()
+                    if together
+                    else build_section(store)
+                )
+            except BrokenProcessPool:  # a worker died: the report draws this section itself
+                return
             built[experiment.name] = section
         if not as_json:
             print_experiment(bar.console, section, timings[experiment.name], verbosity)
