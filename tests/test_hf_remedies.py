@@ -10,14 +10,27 @@ import torch
 pytest.importorskip("transformers")
 
 from gapscope.hf import GAP_FREE, build_model  # noqa: E402
-from gapscope.hf.remedies import (  # noqa: E402
-    CENTRED,
-    LENGTH_SCALED,
-    SOFTMAX_PLUS_ONE,
-    centred_attention,
-    length_scaled_attention,
-    softmax_plus_one_attention,
-)
+from gapscope.hf.remedies import CENTRED, DROP_INS, PREFIX, centred_attention, drop_in  # noqa: E402
+
+SOFTPICK_EPS = 1e-6
+
+
+def weights(name, S, n, gain, s):
+    """One query's weights from the formula, over its n allowed keys of scores S."""
+    if name == CENTRED:
+        return torch.softmax(S, dim=0) - gain / n
+    rule = name.removeprefix(PREFIX)
+    if rule == "length_scaled":
+        return torch.softmax(s * math.log(n) * S, dim=0)
+    if rule == "softmax_plus_one":
+        return torch.exp(S) / (1 + torch.exp(S).sum())
+    if rule == "sigmoid":
+        return torch.sigmoid(S - math.log(n))
+    if rule == "relu":
+        return torch.relu(S) / n
+    if rule == "softpick":
+        return torch.relu(torch.exp(S) - 1) / ((torch.exp(S) - 1).abs().sum() + SOFTPICK_EPS)
+    raise AssertionError(f"no definition for {name}")
 
 
 def definition(name, query, key, value, allowed, scale, gain, s):
@@ -29,18 +42,17 @@ def definition(name, query, key, value, allowed, scale, gain, s):
             for i in range(T):
                 keys = allowed[b, 0, i].nonzero().flatten()
                 S = (key[b, h, keys] @ query[b, h, i]) * scale
-                if name == CENTRED:
-                    w = torch.softmax(S, dim=0) - gain / len(keys)
-                elif name == LENGTH_SCALED:
-                    w = torch.softmax(s * math.log(len(keys)) * S, dim=0)
-                else:
-                    w = torch.exp(S) / (1 + torch.exp(S).sum())
-                out[b, h, i] = w @ value[b, h, keys]
+                out[b, h, i] = weights(name, S, len(keys), gain, s) @ value[b, h, keys]
     return out.transpose(1, 2)
 
 
-FUNCTIONS = {CENTRED: centred_attention, LENGTH_SCALED: length_scaled_attention}
-FUNCTIONS[SOFTMAX_PLUS_ONE] = softmax_plus_one_attention
+FUNCTIONS = {CENTRED: centred_attention} | {PREFIX + name: drop_in(name) for name in DROP_INS}
+
+
+def test_every_normaliser_acting_on_scores_is_a_drop_in():
+    """Adding a normaliser to the registry adds its drop-in: softpick came that way."""
+    assert {"length_scaled", "softmax_plus_one", "sigmoid", "relu", "softpick"} <= set(DROP_INS)
+    assert "sink" not in DROP_INS and "linear" not in DROP_INS and "differential" not in DROP_INS
 
 
 @pytest.mark.parametrize("name", list(FUNCTIONS))

@@ -155,10 +155,10 @@ def test_bad_arguments():
         Attention(10, heads=3)
     with pytest.raises(ValueError, match="T is required"):
         Attention(10, kind="markov")
-    with pytest.raises(ValueError, match="unknown fix 'half'"):
+    with pytest.raises(ValueError, match="fix: 'half' is not one of"):
         Attention(10, fix="half")
     attn = Attention(8, kind="markov", T=6)
     with pytest.raises(ValueError, match="x must have T=6 tokens"):
         attn(torch.zeros(5, 8))
-    with pytest.raises(ValueError, match="unknown skip 'double'"):
+    with pytest.raises(ValueError, match="skip: 'double' is not one of"):
         StackConfig(T=4, d=4, depth=1, skip="double")

@@ -56,6 +56,9 @@ def by_definition(attn: Attention, x: torch.Tensor) -> torch.Tensor:
                 row2 = S2[i, list(keys)]
                 w = torch.exp(row) / torch.exp(row).sum()
                 w = w - attn.diff_lambda * torch.exp(row2) / torch.exp(row2).sum()
+            elif name == "softpick":
+                e = torch.exp(row) - 1
+                w = torch.clamp(e, min=0) / (e.abs().sum() + 1e-6)
             else:  # linear
                 kernel = torch.stack([_elu1(q[i]) @ _elu1(k[j]) for j in keys])
                 w = kernel / kernel.sum()
@@ -121,6 +124,23 @@ def test_row_sums_say_what_replaces_lambda_one():
     assert abs(float(sums["relu"].mean()) - 1 / math.sqrt(2 * math.pi)) < 0.05
     # sigmoid(S - log T) ~ exp(S) / T: rows sum to about E exp(S) = e^(1/2)
     assert abs(float(sums["sigmoid"].mean()) - math.exp(0.5)) < 0.25
+    # softpick: rows sum to less than one (about softpick_row_sum(1) = 0.788 for unit logits)
+    assert bool((sums["softpick"] < 1).all()) and bool((sums["softpick"] > 0.3).all())
+
+
+@pytest.mark.parametrize("tau2", [0.25, 1.0, 2.0])
+def test_softpick_row_sum_matches_monte_carlo(tau2):
+    """theory.remedies.softpick_row_sum against rows of iid N(0, tau^2) logits: the mean row sum of R
+    rows of n keys within 5 standard errors plus the O(1/n) bias of a ratio of means."""
+    from gapscope.theory.remedies import softpick_row_sum
+    from gapscope.variants import scores_to_weights
+
+    R, n = 400, 4096
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn((R, n), generator=g, dtype=torch.float64) * math.sqrt(tau2)
+    sums = scores_to_weights("softpick", logits).sum(-1)
+    stderr = float(sums.std()) / math.sqrt(R)
+    assert abs(float(sums.mean()) - softpick_row_sum(tau2)) < 5 * stderr + 10 / n
 
 
 def test_stack_carries_the_remedies_and_rejects_bad_ones():

@@ -8,7 +8,7 @@ transformers is installed; otherwise the first function that needs it says what 
 
 import contextlib
 
-from gapscope.hf import remedies  # the drop-in remedies: centred, length-scaled, softmax + 1
+from gapscope.hf import remedies  # the drop-ins: centred, and every normaliser acting on scores alone
 from gapscope.hf.attention import (
     CAPTURE,
     GAP_FREE,

@@ -5,7 +5,8 @@ SDPA mask builder, in ``AttentionMaskInterface``, so padding and causal masks al
 arrive):
 
 * ``gapscope_gap_free``: transformers' own SDPA path, then the uniform attention over the
-  keys each query may see is removed: A V - U V, U the row-normalised mask. For a
+  keys each query may see is removed: A V - U V, U the row-normalised mask
+  (:mod:`gapscope.variants.uniform`, the same code as :class:`gapscope.nn.Attention`'s fix). For a
   bidirectional model with padding this subtracts the mean of V over the valid keys; for
   a causal model it subtracts the running (causal) mean, the fixes of Mind the Gap,
   section 5 (SPEC section 5). No T x T matrix is formed when no mask is passed.
@@ -30,6 +31,7 @@ import torch
 from gapscope._checks import check_choice
 from gapscope._optional import require
 from gapscope.linalg import MatrixFreeOperator, attention_operator, spectral_gap
+from gapscope.variants.uniform import minus_uniform
 
 CAPTURE = "gapscope_capture"
 GAP_FREE = "gapscope_gap_free"
@@ -53,15 +55,7 @@ def allowed_keys(
     return None
 
 
-def uniform_values(module: Any, value: torch.Tensor, allowed: torch.Tensor | None, tq: int) -> torch.Tensor:
-    """U V: the mean of the values over the keys each query may see, shape (B, H, Tq, D)."""
-    if allowed is None:
-        return value.mean(dim=-2, keepdim=True).expand(*value.shape[:-2], tq, value.shape[-1])
-    weights = allowed.to(value.dtype)
-    return (weights @ value) / weights.sum(dim=-1, keepdim=True).clamp(min=1)
-
-
-def _expand_kv(module: Any, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def expand_kv(module: Any, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     from transformers.integrations.sdpa_attention import repeat_kv
 
     groups = getattr(module, "num_key_value_groups", 1)
@@ -141,15 +135,21 @@ def _is_causal_without_mask(
     return mask is None and getattr(module, "is_causal", False) and tq > 1 and tq == key.shape[-2]
 
 
-def uniform_correction(
-    module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None
+def gap_fixed(
+    module: Any,
+    out: torch.Tensor,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    gain: float = 1.0,
 ) -> torch.Tensor:
-    """U V for the gap fix, (B, H, Tq, D): the running mean of V for a causal module
-    without a mask (no T x T matrix), else the mean over each query's allowed keys."""
+    """(A - gain U) V from A V (``out``, (B, H, Tq, D)) by :func:`gapscope.variants.minus_uniform`: U
+    the causal uniform matrix for a causal module without a mask (the running mean of V, no T x T
+    matrix), else the uniform attention over each query's allowed keys."""
     if _is_causal_without_mask(module, query, key, mask):
-        counts = torch.arange(1, query.shape[-2] + 1, dtype=value.dtype, device=value.device).unsqueeze(-1)
-        return torch.cumsum(value, dim=-2) / counts
-    return uniform_values(module, value, allowed_keys(module, query, key, mask), query.shape[-2])
+        return minus_uniform(out, value, gain=gain, causal=True)
+    return minus_uniform(out, value, gain=gain, allowed=allowed_keys(module, query, key, mask))
 
 
 def gap_free_attention(
@@ -161,10 +161,10 @@ def gap_free_attention(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """SDPA through transformers, minus the uniform attention over the allowed keys (SPEC section 5)."""
-    return minus_uniform(module, query, key, value, attention_mask, 1.0, **kwargs), None
+    return sdpa_minus_uniform(module, query, key, value, attention_mask, 1.0, **kwargs), None
 
 
-def minus_uniform(
+def sdpa_minus_uniform(
     module: Any,
     query: torch.Tensor,
     key: torch.Tensor,
@@ -177,8 +177,8 @@ def minus_uniform(
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    key, value = _expand_kv(module, key, value)
-    return out - gain * uniform_correction(module, query, key, value, attention_mask).transpose(1, 2)
+    key, value = expand_kv(module, key, value)
+    return gap_fixed(module, out.transpose(1, 2), query, key, value, attention_mask, gain).transpose(1, 2)
 
 
 def _summarised_attention(
@@ -195,7 +195,7 @@ def _summarised_attention(
         query, key, value, is_causal=causal, scale=scale, dropout_p=dropout if module.training else 0.0
     )
     if any(recorder.fix for recorder in _ACTIVE):
-        out = out - uniform_correction(module, query, key, value, None)
+        out = gap_fixed(module, out, query, key, value, None)
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -243,7 +243,7 @@ def _summarised_padded_attention(
     transformers' SDPA (with the mask) for the output."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    expanded_key, expanded_value = _expand_kv(module, key, value)
+    expanded_key, expanded_value = expand_kv(module, key, value)
     allowed = allowed_keys(module, query, expanded_key, attention_mask)
     assert allowed is not None
     summarising = [recorder for recorder in _ACTIVE if recorder.keep == "summary"]
@@ -255,8 +255,8 @@ def _summarised_padded_attention(
         module, query, key, value, attention_mask, scaling=scale, dropout=dropout, **kwargs
     )
     if any(recorder.fix for recorder in _ACTIVE):
-        correction = uniform_correction(module, query, expanded_key, expanded_value, attention_mask)
-        out = out - correction.transpose(1, 2)
+        out = gap_fixed(module, out.transpose(1, 2), query, expanded_key, expanded_value, attention_mask)
+        out = out.transpose(1, 2)
     return out.contiguous(), None
 
 
@@ -283,7 +283,7 @@ def capture_attention(
         return _summarised_padded_attention(
             module, query, key, value, attention_mask, scale, dropout, **kwargs
         )
-    key, value = _expand_kv(module, key, value)
+    key, value = expand_kv(module, key, value)
     if attention_mask is None and softcap is None and fused:
         return _summarised_attention(module, query, key, value, scale, dropout)
     scores = (query @ key.transpose(-2, -1)) * scale
@@ -299,7 +299,7 @@ def capture_attention(
     dropped = torch.nn.functional.dropout(attention, p=dropout, training=module.training)
     out = dropped @ value
     if any(recorder.fix for recorder in _ACTIVE):
-        out = out - uniform_correction(module, query, key, value, attention_mask)
+        out = gap_fixed(module, out, query, key, value, attention_mask)
     return out.transpose(1, 2).contiguous(), attention
 
 

@@ -34,7 +34,7 @@ class SpectralGap:
     ``singular_values`` and ``eigenvalues`` hold the leading spectrum (all of it for a
     dense input, the top ``k`` for a matrix-free one). ``sigma2`` is the normalised
     variance behind the bulk edges: given by the caller, or estimated as
-    ||A - 11^T/T||_F^2, the mean squared singular value of sqrt(T) A^perp.
+    ||A - 11^T/T||_F^2, the mean squared singular value of sqrt(T) A^⊥.
     An outlier is a value above ``(1 + margin)`` times its bulk edge.
     """
 
@@ -251,7 +251,7 @@ def remove_gap(
 ) -> torch.Tensor:
     """Dense definitions of the gap fixes of Mind the Gap (SPEC section 5).
 
-    * ``mean``: A - gain 11^T/T (the paper's A^perp at gain 1; centred attention with a
+    * ``mean``: A - gain 11^T/T (the paper's A^⊥ at gain 1; centred attention with a
       gain otherwise, see :mod:`gapscope.theory.remedies`);
     * ``causal_mean``: A - gain U_c, the causal uniform matrix removed;
     * ``top_k``: A minus its top ``k`` singular triplets;

@@ -14,9 +14,11 @@ on V. A T x T matrix exists only when the fix needs it or the caller asks.
 
 ``gain`` lambda scales the removed uniform part (centred attention: A - lambda 11^T/T, or
 A - lambda U_c; lambda = 1 is the gap fix, ``learn_gain`` makes lambda a parameter).
-``normaliser`` (:mod:`gapscope.nn.normalisers`) chooses how scores become weights:
-softmax, length-scaled softmax, an attention sink, softmax plus one, sigmoid, ReLU / T,
-differential attention or linear attention; the fused path is the softmax's only.
+``normaliser`` (the registry of :mod:`gapscope.variants.normalisers`) chooses how scores become
+weights: softmax, length-scaled softmax, an attention sink, softmax plus one, sigmoid, ReLU / T,
+differential attention, linear attention or softpick; the fused path is the softmax's only. The
+layer's options are an :class:`gapscope.nn.config.AttentionConfig`, checked once against their
+declarations; the gap fix on the values is :func:`gapscope.variants.minus_uniform`.
 """
 
 from __future__ import annotations
@@ -28,32 +30,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gapscope._checks import as_generator, check_choice, check_int, check_positive
+from gapscope._checks import as_generator, check_choice
 from gapscope.ensembles import entry_law, key_query_std
-from gapscope.linalg.gap import FIXES, causal_uniform, remove_gap
-from gapscope.nn.normalisers import NORMALISERS, linear_weights, scores_to_weights
+from gapscope.linalg.gap import causal_uniform, remove_gap
+from gapscope.nn.config import ATTENTION_KINDS, AttentionConfig
+from gapscope.variants.normalisers import REGISTRY, linear_weights, scores_to_weights
+from gapscope.variants.uniform import minus_uniform
 
-ATTENTION_KINDS = ("key_query", "markov", "identity", "uniform")
-
-
-def subtract_value_mean(
-    out: torch.Tensor, v: torch.Tensor, fix: str, gain: float | torch.Tensor = 1.0
-) -> torch.Tensor:
-    """A V -> (A - 11^T/T) V or (A - U_c) V, acting on the values only (SPEC section 5).
-
-    ``mean`` subtracts the token mean of V from every row; ``causal_mean`` subtracts
-    from row i the mean of the first i values; ``gain`` lambda scales what is subtracted
-    (centred attention). ``v`` has shape (..., T, d). When ``out`` needs no gradient it
-    is updated in place, so no second output is allocated.
-    """
-    if fix == "mean":
-        correction = v.mean(dim=-2, keepdim=True)
-    else:
-        counts = torch.arange(1, v.shape[-2] + 1, dtype=v.dtype, device=v.device).unsqueeze(-1)
-        correction = torch.cumsum(v, dim=-2).div_(counts)
-    if isinstance(gain, torch.Tensor) or out.requires_grad:
-        return out - gain * correction
-    return out.sub_(correction, alpha=gain)
+__all__ = ["ATTENTION_KINDS", "Attention", "gap_free_sdpa"]
+GAP_FIXES_ON_VALUES = ("mean", "causal_mean")  # the fixes that act on V, no T x T matrix
 
 
 def gap_free_sdpa(
@@ -72,9 +57,9 @@ def gap_free_sdpa(
     ``gain`` for centred attention); no T x T matrix is formed. Shapes as for
     scaled_dot_product_attention.
     """
-    check_choice(fix, "fix", ("none", "mean", "causal_mean"))
+    check_choice(fix, "fix", ("none", *GAP_FIXES_ON_VALUES))
     out = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, scale=scale)
-    return out if fix == "none" else subtract_value_mean(out, v, fix, gain)
+    return out if fix == "none" else minus_uniform(out, v, gain=gain, causal=fix == "causal_mean")
 
 
 class Attention(nn.Module):
@@ -86,78 +71,55 @@ class Attention(nn.Module):
 
     def __init__(
         self,
-        d: int,
+        d: int | None = None,
         *,
-        kind: str = "key_query",
-        fix: str = "none",
-        heads: int = 1,
-        causal: bool = False,
-        T: int | None = None,
-        law: str = "lognormal",
-        sigma2: float | None = None,
-        qk_init: str | float = "standard",
-        dk: int | None = None,
-        top_k: int = 1,
-        margin: float = 0.1,
-        normaliser: str = "softmax",
-        gain: float = 1.0,
-        learn_gain: bool = False,
-        length_scale: float = 0.5,
-        diff_lambda: float = 0.8,
+        config: AttentionConfig | None = None,
         dtype: torch.dtype = torch.float32,
         generator: Any = None,
+        **options: Any,
     ) -> None:
         super().__init__()
-        self.normaliser = check_choice(normaliser, "normaliser", NORMALISERS)
-        if kind in ("identity", "uniform") and normaliser != "softmax":
-            raise ValueError(f"the {kind!r} attention has no scores: normaliser must be 'softmax'")
-        if kind == "markov" and normaliser == "linear":
-            raise ValueError("linear attention needs queries and keys: use kind 'key_query'")
-        g_value = float(gain)
+        if config is None:
+            config = AttentionConfig(d=d, **options)  # type: ignore[arg-type]
+        elif d is not None or options:
+            raise TypeError("give Attention either a config or d and options, not both")
+        self.config = c = config
+        self.normaliser, self.kind, self.fix = c.normaliser, c.kind, c.fix
+        self.d, self.heads, self.causal = c.d, c.heads, c.causal
+        self.top_k, self.margin, self.diff_lambda = c.top_k, c.margin, c.diff_lambda
+        extra = REGISTRY[c.normaliser].extra
         self.gain: float | nn.Parameter = (
-            nn.Parameter(torch.tensor(g_value, dtype=dtype)) if learn_gain else g_value
+            nn.Parameter(torch.tensor(c.gain, dtype=dtype)) if c.learn_gain else c.gain
         )
-        self.diff_lambda = float(diff_lambda)
-        if normaliser == "length_scaled":  # Scalable-Softmax learns s
-            self.length_scale = nn.Parameter(
-                torch.tensor(check_positive(length_scale, "length_scale"), dtype=dtype)
-            )
-        self.d = check_int(d, "d", minimum=1)
-        self.kind = check_choice(kind, "kind", ATTENTION_KINDS)
-        self.fix = check_choice(fix, "fix", FIXES)
-        self.heads = check_int(heads, "heads", minimum=1)
-        if d % heads:
-            raise ValueError(f"d must be divisible by heads, got d={d}, heads={heads}")
-        self.causal = bool(causal)
-        self.top_k = check_int(top_k, "top_k", minimum=0)
-        self.margin = check_positive(margin, "margin", allow_zero=True)
+        if c.normaliser == "length_scaled":  # Scalable-Softmax learns s
+            self.length_scale = nn.Parameter(torch.tensor(c.length_scale, dtype=dtype))
+        heads, d = c.heads, c.d
         d_head = d // heads
-        self.dk = d_head if dk is None else check_int(dk, "dk", minimum=1)
+        self.dk = d_head if c.dk is None else c.dk
         g = as_generator(generator)
         self.T: int | None = None
-        if kind == "key_query":
-            std = key_query_std(qk_init, d, self.dk)
+        if c.kind == "key_query":
+            std = key_query_std(c.qk_init, d, self.dk)
             shape = (heads, d, self.dk)
             self.w_q = nn.Parameter(torch.randn(shape, generator=g, dtype=dtype) * std)
             self.w_k = nn.Parameter(torch.randn(shape, generator=g, dtype=dtype) * std)
-            if normaliser == "differential":  # a second key-query pair
+            if extra == "second":  # a second key-query pair
                 self.w_q2 = nn.Parameter(torch.randn(shape, generator=g, dtype=dtype) * std)
                 self.w_k2 = nn.Parameter(torch.randn(shape, generator=g, dtype=dtype) * std)
-            elif normaliser == "sink":  # a learned key drawn like the key of a unit-norm token
+            elif extra == "sink":  # a learned key drawn like the key of a unit-norm token
                 self.sink_key = nn.Parameter(torch.randn((heads, 1, self.dk), generator=g, dtype=dtype) * std)
             return
-        if T is None:
-            raise ValueError(f"T is required for the input-independent kind {kind!r}")
-        self.T = check_int(T, "T", minimum=2)
-        if kind == "markov":
-            spec = entry_law(law, sigma2)
+        self.T = c.T
+        assert self.T is not None  # AttentionConfig requires it for these kinds
+        if c.kind == "markov":
+            spec = entry_law(c.law, c.sigma2)
             logits = spec.sample_logits((heads, self.T, self.T), g, dtype)
             self.logits = nn.Parameter(logits)
-            if normaliser == "differential":
+            if extra == "second":
                 self.logits2 = nn.Parameter(spec.sample_logits((heads, self.T, self.T), g, dtype))
-            elif normaliser == "sink":  # one extra key per query, drawn from the same law
+            elif extra == "sink":  # one extra key per query, drawn from the same law
                 self.sink_logits = nn.Parameter(spec.sample_logits((heads, self.T, 1), g, dtype))
-        elif kind == "identity":
+        elif c.kind == "identity":
             eye = torch.eye(self.T, dtype=dtype).expand(heads, self.T, self.T).clone()
             self.weight = nn.Parameter(eye)
 
@@ -181,7 +143,7 @@ class Attention(nn.Module):
         if self.kind == "key_query":
             q = x.unsqueeze(-3) @ self.w_q
             k = x.unsqueeze(-3) @ self.w_k
-            if self.normaliser == "linear":
+            if REGISTRY[self.normaliser].extra == "queries":
                 return linear_weights(q, k, mask)
             logits = q @ k.mT / math.sqrt(self.dk)
             if self.normaliser == "differential":
@@ -224,7 +186,7 @@ class Attention(nn.Module):
         fused = (
             self.kind == "key_query"
             and self.normaliser == "softmax"
-            and self.fix in ("none", "mean", "causal_mean")
+            and self.fix in ("none", *GAP_FIXES_ON_VALUES)
         )
         if fused and not return_attention:
             q = x.unsqueeze(-3) @ self.w_q
@@ -232,9 +194,11 @@ class Attention(nn.Module):
             scale = 1 / math.sqrt(self.dk)
             out = gap_free_sdpa(q, k, vh, fix=self.fix, is_causal=self.causal, scale=scale, gain=self.gain)
             return self._merge(out)
-        if self.fix in ("mean", "causal_mean") and not return_attention:
+        if self.fix in GAP_FIXES_ON_VALUES and not return_attention:
             self._check_length(x.shape[-2])
-            out = subtract_value_mean(self.attention_matrix(x) @ vh, vh, self.fix, self.gain)
+            out = minus_uniform(
+                self.attention_matrix(x) @ vh, vh, gain=self.gain, causal=self.fix == "causal_mean"
+            )
             return self._merge(out)
         A = self.effective_attention(x)
         out = self._merge(A @ vh)

@@ -48,6 +48,13 @@ only while s^2 tau^2 log T < 1/2 and then shrinks; once sigma_eff^2 is of order 
 E e^{4 S} is infinite (d_k <= 16 tau_eff^2), no closed form is known (heavy-tailed rows, close
 to one-hot): it is measured. SPEC section 3b's long-context plateau (tau^4/d_k)(1 + 2 d_k/T)
 becomes (tau_eff^4/d_k)(1 + 2 d_k/T), growing like log^4 T, valid only while tau_eff <~ 1.
+
+**Softpick** relu(e^S - 1) / sum_k |e^S_k - 1| (Zuhri, Fuadi and Aji 2025). For S ~ N(0, tau^2),
+E[e^S 1{S > 0}] = e^(tau^2/2) Phi(tau), so E relu(e^S - 1) = e^(tau^2/2) Phi(tau) - 1/2 and
+E|e^S - 1| = e^(tau^2/2) (2 Phi(tau) - 1); by the law of large numbers over a row's T keys the
+row sum tends to their ratio r(tau) (0.788 at tau = 1). Rows no longer sum to one, but the
+matrix is r 11^T/T plus a centred part of order 1/sqrt(T): a Perron-like value r over the bulk,
+so the gap stays (it is measured, like ReLU / T's).
 """
 
 from __future__ import annotations
@@ -156,3 +163,12 @@ def length_scaled_plateau(T: int, length_scale: float, dk: int, tau2: float = 1.
     tau_eff2 = length_scaled_tau2(T, length_scale, tau2)
     dk = check_int(dk, "dk", minimum=1)
     return tau_eff2**2 / dk * (1 + 2 * dk / T)
+
+
+def softpick_row_sum(tau2: float) -> float:
+    """The limit row sum of softpick attention on logits N(0, tau^2): (e^(tau^2/2) Phi(tau) - 1/2) /
+    (e^(tau^2/2) (2 Phi(tau) - 1)) (module docstring)."""
+    tau = math.sqrt(check_positive(tau2, "tau2"))
+    phi = 0.5 * (1 + math.erf(tau / math.sqrt(2)))
+    growth = math.exp(tau**2 / 2)
+    return (growth * phi - 0.5) / (growth * (2 * phi - 1))

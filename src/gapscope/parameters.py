@@ -1,11 +1,12 @@
-"""Declared parameters of an experiment module: name, type, range or choices, default, help.
+"""Declared parameters: name, type, range or choices, default, help; one check per declaration.
 
-An experiment module lists its parameters as :class:`Parameter` values. Every value an
-experiment file gives (in ``[fixed]``, ``[grid]`` or a scale's override) is checked
-against the declaration before any cell runs, and every cell carries every declared
-parameter (defaults filled in), so a measurement reads ``cell["T"]`` and never guesses.
-Nothing is converted silently: an integer parameter refuses 8.9 and True, a float
-parameter takes 1 as 1.0, a list parameter checks each item.
+An experiment module lists its parameters as :class:`Parameter` values, and the stack's and the
+attention's fields are declared the same way (:mod:`gapscope.nn.config`). Every value an
+experiment file gives (in ``[fixed]``, ``[grid]`` or a scale's override) is checked against the
+declaration before any cell runs, and every cell carries every declared parameter (defaults
+filled in), so a measurement reads ``cell["T"]`` and never guesses. Nothing is converted
+silently: an integer parameter refuses 8.9 and True, a float parameter takes 1 as 1.0 (and a
+numpy scalar as the Python number it holds), a list parameter checks each item.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 
 class _Required:
@@ -31,10 +34,10 @@ KINDS: dict[str, Any] = {"int": int, "float": float, "str": str, "bool": bool}
 class Parameter:
     """One parameter of an experiment module.
 
-    ``kind`` is 'int', 'float', 'str' or 'bool'; ``items`` makes it a list of that kind
-    (with at least ``minimum_length`` items). ``choices`` lists the allowed values;
-    ``minimum`` / ``maximum`` bound numbers (inclusive). ``optional`` lets the value be
-    absent (None), meaning the documented fallback in ``help``.
+    ``kind`` is 'int', 'float', 'str' or 'bool'; ``items`` makes it a list of that kind.
+    ``choices`` lists the allowed values; ``minimum`` / ``maximum`` bound numbers (inclusive),
+    ``above`` from below (exclusive). ``optional`` lets the value be absent (None), meaning the
+    documented fallback in ``help``.
     """
 
     name: str
@@ -46,6 +49,7 @@ class Parameter:
     maximum: float | None = None
     items: bool = False
     optional: bool = False
+    above: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -78,6 +82,8 @@ class Parameter:
         bounds = []
         if self.minimum is not None:
             bounds.append(f">= {self.minimum:g}")
+        if self.above is not None:
+            bounds.append(f"> {self.above:g}")
         if self.maximum is not None:
             bounds.append(f"<= {self.maximum:g}")
         if bounds:
@@ -88,6 +94,8 @@ class Parameter:
         wanted = KINDS[self.kind]
         expected = self._item_expected
         where = f"{self.name}: an item " if self.items else f"{self.name}: "
+        if isinstance(value, np.generic):  # numpy's scalars are the Python numbers they hold
+            value = value.item()
         if self.kind == "float" and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if isinstance(value, bool) != (wanted is bool) or not isinstance(value, wanted):
@@ -98,6 +106,8 @@ class Parameter:
             raise ValueError(f"{where}{value!r} is not {expected}")
         if self.minimum is not None and value < self.minimum:
             raise ValueError(f"{where}{value!r} is below the minimum {self.minimum:g}")
+        if self.above is not None and value <= self.above:
+            raise ValueError(f"{where}{value!r} is not above {self.above:g}")
         if self.maximum is not None and value > self.maximum:
             raise ValueError(f"{where}{value!r} is above the maximum {self.maximum:g}")
         return value
@@ -131,3 +141,12 @@ def defaults(parameters: Mapping[str, Parameter]) -> dict[str, Any]:
 def required(parameters: Mapping[str, Parameter]) -> list[str]:
     """The parameters an experiment file must set."""
     return [name for name, p in parameters.items() if p.default is REQUIRED]
+
+
+def check_declared(values: Mapping[str, Any], parameters: Mapping[str, Parameter]) -> dict[str, Any]:
+    """Every value checked against its declaration (:meth:`Parameter.check`), as stored; a name
+    without a declaration is a ValueError listing the declared ones."""
+    unknown = sorted(set(values) - set(parameters))
+    if unknown:
+        raise ValueError(f"unknown keys {unknown}; expected some of {sorted(parameters)}")
+    return {name: parameters[name].check(value) for name, value in values.items()}
