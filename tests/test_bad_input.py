@@ -44,7 +44,7 @@ DOC = Path(__file__).parents[1] / "docs" / "BAD_INPUT.md"
 GOOD = """\
 name = "x"
 module = "collapse"
-figure = "width_collapse"
+figure = "width"
 [fixed]
 depth = 2
 [grid]
@@ -254,7 +254,7 @@ CATALOGUE: list[Case] = [
         "fixed-sigma2-negative",
         "file: `sigma2 = -1.0`",
         _add("sigma2 = -1.0"),
-        r"\[fixed\] sigma2: -1.0 is below the minimum 0",
+        r"\[fixed\] sigma2: -1.0 is not above 0",
     ),
     Cli(
         "fixed-sigma2-nan",
@@ -308,12 +308,12 @@ CATALOGUE: list[Case] = [
         "grid-too-small",
         "file: `T = [8]` for the width verdicts",
         _edit("T = [8, 16]", "T = [8]"),
-        r"figure 'width_collapse': axis 'T' needs at least 2 values.*got 1",
+        r"figure 'width': axis 'T' needs at least 2 values.*got 1",
     ),
     Cli(
         "figure-unknown",
         'file: `figure = "width_colapse"`',
-        _edit('"width_collapse"', '"width_colapse"'),
+        _edit('"width"', '"width_colapse"'),
         r"unknown figure 'width_colapse' of module 'collapse'",
     ),
     Cli(
@@ -367,7 +367,7 @@ CATALOGUE: list[Case] = [
     Cli(
         "key-missing",
         "file: no `figure`",
-        _edit('figure = "width_collapse"\n', ""),
+        _edit('figure = "width"\n', ""),
         r"missing keys \['figure'\]",
     ),
     Cli(
@@ -482,8 +482,8 @@ CATALOGUE: list[Case] = [
     ),
     Cli(
         "reproduce-device",
-        "`reproduce --only eigenvalue_clouds --device tpu`",
-        lambda tmp: ["reproduce", "--only", "eigenvalue_clouds", "--device", "tpu"],
+        "`reproduce --only spectrum.clouds --device tpu`",
+        lambda tmp: ["reproduce", "--only", "spectrum.clouds", "--device", "tpu"],
         r"--device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'",
     ),
     Cli(
@@ -548,26 +548,26 @@ CATALOGUE: list[Case] = [
     ),
     Cli(
         "spectrum-kq",
-        "`spectrum --kq bogus`",
-        _spectrum("--kq", "bogus"),
-        r"Invalid value for '--kq'.*'bogus' is not one of 'standard', 'xavier', 'he'",
+        "`spectrum --qk-init bogus`",
+        _spectrum("--qk-init", "bogus"),
+        r"Invalid value for '--qk-init'.*'bogus' is not one of 'standard', 'xavier', 'he'",
     ),
     Cli(
         "spectrum-d-0",
-        "`spectrum --kq standard --d 0`",
-        _spectrum("--T", "8", "--kq", "standard", "--d", "0"),
+        "`spectrum --qk-init standard --d 0`",
+        _spectrum("--T", "8", "--qk-init", "standard", "--d", "0"),
         r"d must be an integer >= 1, got 0",
     ),
     Cli(
         "spectrum-dk-0",
-        "`spectrum --kq standard --dk 0`",
-        _spectrum("--T", "8", "--kq", "standard", "--dk", "0"),
+        "`spectrum --qk-init standard --dk 0`",
+        _spectrum("--T", "8", "--qk-init", "standard", "--dk", "0"),
         r"dk must be an integer >= 1, got 0",
     ),
     Cli(
         "spectrum-T-above-d",
-        "`spectrum --kq standard --T 50 --d 20`",
-        _spectrum("--T", "50", "--kq", "standard", "--d", "20"),
+        "`spectrum --qk-init standard --T 50 --d 20`",
+        _spectrum("--T", "50", "--qk-init", "standard", "--d", "20"),
         r"isometric input needs T <= d .*got T=50, d=20",
     ),
     Cli(
@@ -764,14 +764,14 @@ CATALOGUE: list[Case] = [
         '`named_config("A", T=8, d=8, depth=0)`',
         lambda tmp: nn.named_config("A", T=8, d=8, depth=0),
         ValueError,
-        r"depth must be an integer >= 1, got 0",
+        r"depth: 0 is below the minimum 1",
     ),
     Api(
         "attention-kind",
         '`Attention(8, kind="bogus")`',
         lambda tmp: nn.Attention(8, kind="bogus"),
         ValueError,
-        r"unknown kind 'bogus'; expected one of \['key_query'",
+        r"kind: 'bogus' is not one of \['key_query'",
     ),
     Api(
         "attention-heads",
@@ -786,34 +786,6 @@ CATALOGUE: list[Case] = [
         lambda tmp: nn.Attention(8, kind="markov"),
         ValueError,
         r"T is required for the input-independent kind 'markov'",
-    ),
-    Api(
-        "stack-depth-0",
-        "`StackConfig(T=8, d=8, depth=0)`",
-        lambda tmp: nn.StackConfig(T=8, d=8, depth=0),
-        ValueError,
-        r"depth must be an integer >= 1, got 0",
-    ),
-    Api(
-        "stack-kind",
-        '`StackConfig(..., kind="bogus")`',
-        lambda tmp: nn.StackConfig(T=8, d=8, depth=1, kind="bogus"),
-        ValueError,
-        r"unknown kind 'bogus'; expected one of",
-    ),
-    Api(
-        "stack-dk-0",
-        "`StackConfig(..., dk=0)`",
-        lambda tmp: nn.StackConfig(T=8, d=8, depth=1, dk=0),
-        ValueError,
-        r"dk must be an integer >= 1, got 0",
-    ),
-    Api(
-        "stack-dtype",
-        '`StackConfig(..., dtype="float16")`',
-        lambda tmp: nn.StackConfig(T=8, d=8, depth=1, dtype="float16"),
-        ValueError,
-        r"unknown dtype 'float16'; expected one of \['float32', 'float64'\]",
     ),
     # Python API: theory
     Api(
@@ -968,6 +940,42 @@ CATALOGUE: list[Case] = [
         r"unknown method 'bogus'; expected one of",
     ),
 ]
+
+
+def _bad_values(parameter: Parameter) -> list[tuple[Any, str]]:
+    """Values a declared field refuses, with the message its check gives (from the declaration)."""
+    expected = re.escape(parameter.expected.removesuffix(" (or absent)"))
+    wrong_type = {"int": 2.5, "float": "x", "str": 3, "bool": "yes"}[parameter.kind]
+    found = [(wrong_type, rf"{parameter.name}: {re.escape(repr(wrong_type))} is not {expected}")]
+    if parameter.choices is not None:
+        found.append(("bogus", rf"{parameter.name}: 'bogus' is not {expected}"))
+    if parameter.minimum is not None:
+        low = parameter.minimum - 1 if parameter.kind == "int" else parameter.minimum - 0.5
+        found.append((low, rf"{parameter.name}: {re.escape(repr(low))} is below the minimum"))
+    if parameter.above is not None:
+        found.append((parameter.above, rf"{parameter.name}: {re.escape(repr(parameter.above))} is not above"))
+    return found
+
+
+def _field_rows() -> list[Case]:
+    """One row per way each declared stack field can be wrong, generated from nn.STACK_FIELDS."""
+    good = {"T": 8, "d": 8, "depth": 1}
+    rows: list[Case] = []
+    for name, parameter in nn.STACK_FIELDS.items():
+        for n, (value, message) in enumerate(_bad_values(parameter)):
+            rows.append(
+                Api(
+                    f"stack-{name}-{n}",
+                    f"`StackConfig(..., {name}={value!r})`",
+                    lambda tmp, name=name, value=value: nn.StackConfig(**(good | {name: value})),
+                    ValueError,
+                    message,
+                )
+            )
+    return rows
+
+
+CATALOGUE += _field_rows()
 
 
 def _params(kind: type) -> list[Any]:

@@ -30,6 +30,7 @@ def test_spectrum_is_reproducible_from_the_seed():
 
 
 def test_spectrum_key_query_table_and_figure(tmp_path):
+    # --kq is the former spelling of --qk-init, kept for one release
     result = runner.invoke(app, ["spectrum", "--kq", "xavier", "--T", "120", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "sqrt(T) s2" in result.output and "key_query" in result.output
@@ -39,7 +40,7 @@ def test_spectrum_key_query_table_and_figure(tmp_path):
 
 
 def test_spectrum_key_query_json_uses_the_finite_dk_prediction():
-    result = runner.invoke(app, ["spectrum", "--kq", "standard", "--T", "200", "--dk", "50", "--json"])
+    result = runner.invoke(app, ["spectrum", "--qk-init", "standard", "--T", "200", "--dk", "50", "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output)
     assert payload["ensemble"]["dk"] == 50
@@ -52,7 +53,7 @@ def test_spectrum_key_query_json_uses_the_finite_dk_prediction():
         (["--T", "1"], "T must be an integer >= 2"),
         (["--law", "uniform", "--sigma2", "2"], "fixed sigma2"),
         (["--sigma2", "-1"], "sigma2 must be > 0"),
-        (["--kq", "standard", "--T", "50", "--d", "20"], "isometric input needs T <= d"),
+        (["--qk-init", "standard", "--T", "50", "--d", "20"], "isometric input needs T <= d"),
     ],
 )
 def test_spectrum_bad_input_names_the_argument(args, message):
@@ -75,7 +76,7 @@ def test_spectrum_samples_through_the_library_with_the_same_draws():
     A, sigma2 = sample_attention(T=30, seed=4, law="gamma", sigma2=0.5)
     assert sigma2 == 0.5
     assert torch.equal(A, random_markov(30, "gamma", 0.5, generator=torch.Generator().manual_seed(4)))
-    B, _ = sample_attention(T=20, seed=2, kq="xavier", d=25, dk=6)
+    B, _ = sample_attention(T=20, seed=2, qk_init="xavier", d=25, dk=6)
     g = torch.Generator().manual_seed(2)
     assert torch.equal(
         B, key_query_attention(isometric_input(20, 25, generator=g), dk=6, init="xavier", generator=g)
@@ -92,7 +93,7 @@ def test_spectrum_samples_through_the_library_with_the_same_draws():
 
 def test_spectrum_key_query_theory_names_its_regime_and_predicts_s2_at_long_context():
     """SPEC section 3b: at T = 2000, d_k = 64 the prediction follows the linear outliers, not 2 sigma."""
-    result = runner.invoke(app, ["spectrum", "--kq", "standard", "--T", "2000", "--dk", "64", "--json"])
+    result = runner.invoke(app, ["spectrum", "--qk-init", "standard", "--T", "2000", "--dk", "64", "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output)
     assert payload["predicted"]["regime"] == "long_context"

@@ -17,7 +17,7 @@ TINY_GRADIENTS = """
 name = "tiny_gradients"
 title = "one-layer gradients, tiny"
 module = "gradient_norms"
-figure = "gradient_width"
+figure = "width"
 [fixed]
 depth = 1
 layer = 1
@@ -82,21 +82,21 @@ def test_a_misspelt_key_exits_2_naming_it_before_anything_runs(tmp_path):
 
 
 def test_reproduce_only_some_figures_passes_its_verdicts(tmp_path):
-    args = ["reproduce", "--only", "eigenvalue_clouds", "--only", "attention_outliers"]
+    args = ["reproduce", "--only", "spectrum.clouds", "--only", "layer_spectra.outliers"]
     result = runner.invoke(app, [*args, "--out", str(tmp_path), "--workers", "1", "--json"])
     assert result.exit_code == 0, result.output
     payload = _payload(result)
-    assert [e["name"] for e in payload["experiments"]] == ["eigenvalue_clouds", "attention_outliers"]
+    assert [e["name"] for e in payload["experiments"]] == ["spectrum.clouds", "layer_spectra.outliers"]
     assert all(e["as_expected"] for e in payload["experiments"])
-    assert (tmp_path / "eigenvalue_clouds" / "figure.png").exists()
+    assert (tmp_path / "spectrum.clouds" / "figure.png").exists()
 
 
 def test_run_takes_shipped_names_and_refuses_unknown_ones(tmp_path):
     result = runner.invoke(
-        app, ["run", "attention_outliers", "--out", str(tmp_path), "--workers", "1", "--json"]
+        app, ["run", "layer_spectra.outliers", "--out", str(tmp_path), "--workers", "1", "--json"]
     )
     assert result.exit_code == 0, result.output
-    assert [e["name"] for e in _payload(result)["experiments"]] == ["attention_outliers"]
+    assert [e["name"] for e in _payload(result)["experiments"]] == ["layer_spectra.outliers"]
     result = runner.invoke(app, ["run", str(tmp_path / "missing.toml"), "--out", str(tmp_path)])
     assert result.exit_code == 2 and "missing.toml" in result.output
     result = runner.invoke(app, ["run", "fig99", "--out", str(tmp_path)])
@@ -149,11 +149,11 @@ def test_a_crash_leaves_the_others_run_and_an_error_section_with_exit_3(tmp_path
     toml = _module_experiment(tmp_path, [0, 1])
     out = tmp_path / "out"
     result = runner.invoke(
-        app, ["run", str(toml), "attention_outliers", "--out", str(out), "--json", "--workers", "1"]
+        app, ["run", str(toml), "layer_spectra.outliers", "--out", str(out), "--json", "--workers", "1"]
     )
     assert result.exit_code == 3
     sections = {s["name"]: s for s in _payload(result)["experiments"]}
-    assert "cell 1 breaks" in sections["crash"]["error"] and sections["attention_outliers"]["as_expected"]
+    assert "cell 1 breaks" in sections["crash"]["error"] and sections["layer_spectra.outliers"]["as_expected"]
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "cell 1 breaks" in page
 
@@ -202,8 +202,9 @@ def test_the_report_opens_with_a_summary_box_in_the_papers_order_with_full_size_
     box = page[page.index("id='summary'") : page.index("class='contents'")]
     assert "0 not as expected" in box and "Known not to reproduce: 1" in box
     assert "the value is 2" in box and "it is 1 here" in box
-    # users' experiments come after the papers', by name; the sizes come from the table
-    assert page.index('<section id="crash">') < page.index('<section id="tiny_gradients">')
+    # an experiment goes where its figure's paper puts it (tiny_gradients draws Mind the Gap's
+    # Fig. 4), one of a user's figure last; the sizes come from the table
+    assert page.index('<section id="tiny_gradients">') < page.index('<section id="crash">')
     assert "T = 16, 32, 64; d = T; depth 1; 3 runs (seeds)" in page
     assert "Run 20" in page and "torch " in page and "scale paper" in page
     # every figure opens at full size: a zoomable image and the lightbox that shows it

@@ -14,7 +14,7 @@ has_cuda = torch.cuda.is_available()
 SMALL = {
     "name": "small",
     "module": "collapse",
-    "figure": "width_collapse",
+    "figure": "width",
     "fixed": {"depth": 2},
     "grid": {"config": ["A", "A(X)^⊥"], "T": [8, 12], "seed": [0]},
 }
@@ -45,9 +45,7 @@ def test_cuda_without_a_gpu_warns_and_runs_on_the_cpu(tmp_path):
 
 
 @pytest.mark.skipif(not has_cuda, reason="no CUDA device on this machine")
-@pytest.mark.parametrize(
-    ("module", "figure"), [("collapse", "width_collapse"), ("gradient_norms", "gradient_width")]
-)
+@pytest.mark.parametrize(("module", "figure"), [("collapse", "width"), ("gradient_norms", "width")])
 def test_cuda_measurements_agree_with_the_cpu(module, figure):
     experiment = Experiment.from_dict(
         {

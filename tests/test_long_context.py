@@ -157,15 +157,15 @@ def test_spectrum_kq_standard_case_within_ten_percent():
 
 @pytest.fixture(scope="module")
 def small_table() -> pd.DataFrame:
-    experiment = shipped_experiments()["kq_long_context"]
+    experiment = shipped_experiments()["kq_long_context.gap"]
     small = experiment.varied(grid={"T": [32, 256, 1024], "dk": [32], "seed": [0, 1, 2]})
     return measure_table(small, "paper")  # the quick scale would replace this grid
 
 
 def test_experiment_verdicts_hold_on_a_small_grid(small_table):
-    verdicts = kq_long_context.long_context_gap.verdicts(small_table)
+    verdicts = kq_long_context.gap.verdicts(small_table)
     assert len(verdicts) == 6 and all(v.passed for v in verdicts), [v for v in verdicts if not v.passed]
-    assert kq_long_context.long_context_gap.plot(small_table).axes
+    assert kq_long_context.gap.plot(small_table).axes
 
 
 @pytest.mark.parametrize(
@@ -175,5 +175,5 @@ def test_experiment_verdicts_hold_on_a_small_grid(small_table):
 def test_experiment_verdicts_fail_on_a_doctored_table(small_table, column, factor):
     doctored = small_table.copy()
     doctored[column] = doctored[column] * factor
-    verdicts = kq_long_context.long_context_gap.verdicts(doctored)
+    verdicts = kq_long_context.gap.verdicts(doctored)
     assert not all(v.passed for v in verdicts)

@@ -69,8 +69,8 @@ def test_training_verdicts_read_the_losses(table):
 
 def test_the_report_shows_the_summary_above_the_figure(tmp_path, table, monkeypatch):
     store = ResultStore(tmp_path / "remedies")
-    monkeypatch.setattr(ResultStore, "read", lambda self: table)
-    monkeypatch.setattr(ResultStore, "experiment", lambda self: load_experiment())
+    monkeypatch.setattr(ResultStore, "read", lambda self, plan=None: table)
+    monkeypatch.setattr(ResultStore, "plan", lambda self, manifest=None: load_experiment().plan())
     monkeypatch.setattr(ResultStore, "manifest", lambda self: {"scale": "test", "cells": 24})
     store.root.mkdir()
     section = build_section(store)

@@ -23,7 +23,7 @@ def tiny(depth=2, seeds=2, Ts=(8, 12)):
         {
             "name": "tiny",
             "module": "collapse",
-            "figure": "depth_collapse",
+            "figure": "depth",
             "fixed": {"depth": depth, "gamma": 1.0},
             "grid": {"config": ["A", "A^⊥"], "T": list(Ts), "seed": list(range(seeds))},
         }
@@ -46,8 +46,8 @@ def test_every_cell_once_and_resume_skips_stored_cells(tmp_path):
 @pytest.mark.parametrize(
     ("module", "figure", "grid"),
     [
-        ("collapse", "depth_collapse", {"config": ["A", "A^⊥", "A(X)"], "T": [48, 64], "seed": [0, 1]}),
-        ("spectrum", "eigenvalue_clouds", {"T": [200, 300], "seed": [0, 1]}),
+        ("collapse", "depth", {"config": ["A", "A^⊥", "A(X)"], "T": [48, 64], "seed": [0, 1]}),
+        ("spectrum", "clouds", {"T": [200, 300], "seed": [0, 1]}),
     ],
 )
 def test_pool_gives_the_same_numbers_as_one_process_bit_for_bit(tmp_path, module, figure, grid):
@@ -74,7 +74,7 @@ def test_cells_measured_together_run_as_whole_groups_and_resume_bit_for_bit(tmp_
         {
             "name": "batched",
             "module": "attention_training",
-            "figure": "training_fix",
+            "figure": "fix",
             "fixed": {"T": 8, "n_train": 4, "steps": 6},
             "grid": {"config": ["A", "A(X)^⊥"], "lr": [0.1, 0.01], "seed": [0, 1]},
         }
@@ -145,7 +145,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_table_bit
     """Kill a running sweep (process group, SIGKILL) at three random moments, resuming in between."""
     toml = tmp_path / "slow.toml"
     toml.write_text(
-        'name = "slow"\nmodule = "collapse"\nfigure = "depth_collapse"\n'
+        'name = "slow"\nmodule = "collapse"\nfigure = "depth"\n'
         "[fixed]\ndepth = 4\ngamma = 1.0\n"
         '[grid]\nconfig = ["A", "A^⊥"]\nT = [96, 128]\nseed = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]\n',
         encoding="utf-8",
@@ -241,3 +241,25 @@ def test_the_pool_is_kept_for_the_next_sweep_and_survives_a_crashing_cell(tmp_pa
     )
     assert worker_pool(2) is pool
     assert sorted(table["value"]) == [0, 1, 2]
+
+
+def test_a_sweep_and_its_report_build_each_plan_once(tmp_path, monkeypatch):
+    """The plan (cells, keys, groups) is built once per scale when a file is checked and shared by
+    the sweep; the report reads the manifest once and builds its plans once more."""
+    from gapscope.sections import build_section
+
+    built, read = [], []
+    checked_cells, manifest = Experiment._checked_cells, ResultStore.manifest
+    monkeypatch.setattr(
+        Experiment, "_checked_cells", lambda self, s: built.append(s) or checked_cells(self, s)
+    )
+    monkeypatch.setattr(ResultStore, "manifest", lambda self: read.append(1) or manifest(self))
+    experiment = tiny(seeds=1)  # 4 cells at paper scale
+    assert built == ["quick", "paper"]
+    run_sweep(experiment, tmp_path, scale="paper", progress=False)
+    assert built == ["quick", "paper"] and read == []  # a new store: no manifest to read
+    section = build_section(ResultStore(tmp_path))
+    assert section.cells == 4 and not section.error
+    assert built == ["quick", "paper"] * 2 and read == [1]
+    plan = experiment.plan("paper")
+    assert plan is experiment.plan("paper") and len(plan.keys) == 4 and len(plan.groups) == 4

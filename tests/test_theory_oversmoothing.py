@@ -73,7 +73,7 @@ def test_the_rule_ignores_the_order_of_eigenvalues(lam_A, lam_H, rng):
 
 
 def test_the_rule_agrees_with_iterated_updates_on_800_instances():
-    experiment = shipped_experiments()["regime_prediction"]
+    experiment = shipped_experiments()["regime.prediction"]
     assert experiment.grid["attention"] == list(INSTANCE_ATTENTIONS)
     assert experiment.grid["value_spectrum"] == list(VALUE_SPECTRA)
     rows = measure_table(experiment, "paper").to_dict("records")

@@ -9,8 +9,8 @@ pytest.importorskip("transformers")
 
 from gapscope.experiments import shipped_experiments  # noqa: E402
 from gapscope.experiments.modules import load  # noqa: E402
-from gapscope.experiments.parameters import defaults  # noqa: E402
 from gapscope.hf.training import train_small  # noqa: E402
+from gapscope.parameters import defaults  # noqa: E402
 from gapscope.sweep import run_cell  # noqa: E402
 
 has_sklearn = importlib.util.find_spec("sklearn") is not None

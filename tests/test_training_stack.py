@@ -65,7 +65,9 @@ def test_failure_rule_and_learning_rate_choice():
     assert best.loc["w", "failed"] == 1 and math.isnan(best.loc["w", "final"])  # "no training"
 
 
-@pytest.mark.parametrize("name", ["training_fix", "training_scaling_kq", "training_scaling_skip"])
+@pytest.mark.parametrize(
+    "name", ["attention_training.fix", "attention_training.scaling_kq", "attention_training.scaling_skip"]
+)
 def test_training_views_on_a_tiny_grid(name):
     experiment = shipped_experiments()[name].varied(
         grid={"T": [8], "lr": [0.1, 0.01], "seed": [0, 1]}, fixed={"steps": 12}
@@ -88,7 +90,7 @@ def test_the_stored_paper_size_run_backs_the_fig_8b_status():
     assert store.manifest()["scale"] == "paper" and experiment.cells("paper")[0]["T"] == 500
     table = store.read()
     assert table["cell"].nunique() == 300
-    verdicts = shipped_experiments()["training_scaling_skip"].figure_spec.verdicts(table)
+    verdicts = shipped_experiments()["attention_training.scaling_skip"].figure_spec.verdicts(table)
     assert [v.status for v in verdicts] == ["supported", "known not to reproduce"]
 
 

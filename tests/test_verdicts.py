@@ -211,7 +211,7 @@ def test_seed_offset_on_the_command_line(tmp_path):
 def test_overrides_hold_at_every_scale_and_are_checked_like_a_file():
     from gapscope.experiments import ExperimentFileError, shipped_experiments
 
-    experiment = shipped_experiments()["rank_collapse_width"]
+    experiment = shipped_experiments()["collapse.width"]
     varied = experiment.with_overrides(["grid.T=16,32", "fixed.depth=2", "grid.config=A,A^⊥"])
     for scale in ("quick", "paper"):  # the quick scale's own T and config give way
         cells = varied.cells(scale)

@@ -11,10 +11,13 @@ from gapscope.sweep import measure_table  # noqa: E402
 TINY = {"tiny": True}
 RANDOM = {"source": "random-tokens"}  # tiny models have no tokenizer, so no text
 CASES = {  # the shipped experiment on tiny random-init models: (fixed, grid)
-    "roberta_inputs": ({}, {"source": ["random-tokens", "random-embeddings"], "T": [12], "seed": [0, 1]}),
-    "tinybert_long": (RANDOM, {"T": [16, 32, 48], "seed": [0, 1]}),
-    "roberta_depth": (RANDOM | {"T": 16}, {"seed": [0, 1]}),
-    "causal_fix": (RANDOM, {"model": ["gpt2", "llama-small"], "T": [8, 16, 32], "seed": [0]}),
+    "real_model_spectra.inputs": (
+        {},
+        {"source": ["random-tokens", "random-embeddings"], "T": [12], "seed": [0, 1]},
+    ),
+    "real_model_spectra.long": (RANDOM, {"T": [16, 32, 48], "seed": [0, 1]}),
+    "real_models.depth": (RANDOM | {"T": 16}, {"seed": [0, 1]}),
+    "real_models.causal_fix": (RANDOM, {"model": ["gpt2", "llama-small"], "T": [8, 16, 32], "seed": [0]}),
 }
 
 
@@ -41,13 +44,13 @@ def _depth_table(fix_helps: bool) -> pd.DataFrame:
 
 
 def test_depth_verdict_fails_when_the_fix_does_not_help():
-    judge = shipped_experiments()["roberta_depth"].figure_spec.verdicts
+    judge = shipped_experiments()["real_models.depth"].figure_spec.verdicts
     assert [v.passed for v in judge(_depth_table(True))] == [True, True]
     assert [v.passed for v in judge(_depth_table(False))] == [True, False]
 
 
 def test_causal_fix_verdict_flags_growth_like_the_encoder_fix():
-    judge = shipped_experiments()["causal_fix"].figure_spec.verdicts
+    judge = shipped_experiments()["real_models.causal_fix"].figure_spec.verdicts
 
     def table(fixed_sr):
         rows = []

@@ -224,7 +224,7 @@ def sample_attention(
     seed: int = 0,
     law: str = "lognormal",
     sigma2: float | None = None,
-    kq: str | None = None,
+    qk_init: str | None = None,
     d: int | None = None,
     dk: int | None = None,
     gamma: float = 1.0,
@@ -232,9 +232,9 @@ def sample_attention(
 ) -> tuple[torch.Tensor, float]:
     """One T x T attention matrix (float64) and the sigma^2 the theory predicts for it.
 
-    Without ``kq``: a Random Markov matrix with entries of ``law`` (at ``sigma2`` where the
+    Without ``qk_init``: a Random Markov matrix with entries of ``law`` (at ``sigma2`` where the
     law allows it); the prediction is the law's normalised variance (Mind the Gap, Thm 2;
-    SPEC section 2). With ``kq`` = 'standard', 'xavier' or 'he': key-query attention on an
+    SPEC section 2). With ``qk_init`` = 'standard', 'xavier' or 'he': key-query attention on an
     ``input`` ('isometric' or 'gaussian' rows) of width ``d`` (default round(T / gamma))
     with key width ``dk`` (default d); the prediction is the variance of exp(S) at finite
     dk when dk > 4 tau^2, else its dk -> infinity limit (Prop. 1; SPEC section 3).
@@ -242,17 +242,17 @@ def sample_attention(
     """
     T = check_int(T, "T", minimum=2)
     g = torch.Generator().manual_seed(check_int(seed, "seed", minimum=0))
-    if kq is None:
+    if qk_init is None:
         entries = entry_law(law, sigma2)
         return random_markov(T, entries, generator=g), entries.sigma2
-    check_choice(kq, "kq", KEY_QUERY_INITS)
+    check_choice(qk_init, "qk_init", KEY_QUERY_INITS)
     check_choice(input, "input", INPUTS)
     d = round(T / check_positive(gamma, "gamma")) if d is None else d
     d = check_int(d, "d", minimum=1)
     dk = d if dk is None else check_int(dk, "dk", minimum=1)
     sample = unit_gaussian_rows if input == "gaussian" else isometric_input
-    A = key_query_attention(sample(T, d, generator=g), dk=dk, init=kq, generator=g)
-    std = key_query_std(kq, d, dk)
+    A = key_query_attention(sample(T, d, generator=g), dk=dk, init=qk_init, generator=g)
+    std = key_query_std(qk_init, d, dk)
     tau2 = key_query_tau2(std, std)
     return A, key_query_sigma2(tau2, dk) if dk > 4 * tau2 else key_query_sigma2(tau2)
 
@@ -262,7 +262,7 @@ def predicted_spectrum(
     T: int,
     law: str = "lognormal",
     sigma2: float | None = None,
-    kq: str | None = None,
+    qk_init: str | None = None,
     d: int | None = None,
     dk: int | None = None,
     gamma: float = 1.0,
@@ -276,11 +276,11 @@ def predicted_spectrum(
     beyond; the 'regime' key says which. Keys follow :meth:`gapscope.linalg.SpectralGap.to_dict`.
     """
     T = check_int(T, "T", minimum=2)
-    if kq is None:
+    if qk_init is None:
         return {"regime": "random_markov"} | predicted_gap_summary(entry_law(law, sigma2).sigma2, T)
     width = round(T / check_positive(gamma, "gamma")) if d is None else check_int(d, "d", minimum=1)
     key = width if dk is None else check_int(dk, "dk", minimum=1)
-    std = key_query_std(kq, width, key)
+    std = key_query_std(qk_init, width, key)
     p = key_query_gap_prediction(T, key, math.sqrt(key_query_tau2(std, std)))
     return {
         "regime": p.regime,
@@ -297,7 +297,7 @@ def predicted_spectrum(
 
 
 def dense_attention_bytes(
-    T: int, *, kq: str | None = None, d: int | None = None, dk: int | None = None, gamma: float = 1.0
+    T: int, *, qk_init: str | None = None, d: int | None = None, dk: int | None = None, gamma: float = 1.0
 ) -> int:
     """Rough peak memory, in bytes, of :func:`sample_attention` followed by the dense
     :func:`gapscope.linalg.spectral_gap` (float64 throughout).
@@ -308,7 +308,7 @@ def dense_attention_bytes(
     """
     T = check_int(T, "T", minimum=2)
     words = 4 * T * T
-    if kq is not None:
+    if qk_init is not None:
         width = round(T / gamma) if d is None else max(int(d), 1)
         key = width if dk is None else max(int(dk), 1)
         words += 4 * T * T + 3 * T * width + 2 * width * key + 2 * T * key

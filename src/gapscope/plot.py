@@ -33,7 +33,7 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
 
 def spectrum_figure(A: torch.Tensor, sigma2: float, title: str = "") -> Figure:
     """Eigenvalues of sqrt(T) A with the circle of radius sigma (circular law), and the
-    histogram of the singular values of sqrt(T) A^perp with the quarter-circle density."""
+    histogram of the singular values of sqrt(T) A^⊥ with the quarter-circle density."""
     T = A.shape[-1]
     scale = math.sqrt(T)
     lam = (eigenvalues(A) * scale).numpy()

@@ -18,7 +18,7 @@ from gapscope import __version__
 from gapscope._checks import check_int
 from gapscope._io import write_atomically
 from gapscope.experiments.figures import INCONCLUSIVE, Verdict
-from gapscope.experiments.papers import group_of, order_key
+from gapscope.experiments.papers import group_of
 from gapscope.pool import close_pools, worker_pool
 from gapscope.sections import Section, build_section, find_stores, scales_of, summary_line
 
@@ -84,7 +84,8 @@ def _section_html(section: Section) -> str:
 <h2>{title}</h2>
 <p class="sizes">{html.escape(section.sizes)}</p>
 <p>{html.escape(section.description)}</p>
-<p class="meta">experiment <code>{name}</code>, scale {html.escape(section.scale)},
+<p class="meta">{html.escape(section.label + ": " if section.label else "")}experiment <code>{name}</code>,
+scale {html.escape(section.scale)},
 {section.cells} cells, {section.rows} rows; click the figure for full size</p>
 {section.summary}
 <div class="pair">
@@ -222,7 +223,7 @@ def _summary_box(sections: list[Section], skipped: dict[str, list[str]] | None =
 def _contents(sections: list[Section]) -> str:
     groups: dict[str, list[Section]] = {}
     for section in sections:
-        groups.setdefault(group_of(section.name), []).append(section)
+        groups.setdefault(group_of(section.paper), []).append(section)
     parts = []
     for group, members in groups.items():
         items = "".join(
@@ -253,9 +254,9 @@ def write_report(
     an error section in place of what its store holds; ``skipped`` maps experiments left out
     for missing packages to those packages (named in the summary); ``built`` holds sections
     already built from their stores in this run (by name), which are not built again. Sections
-    follow the papers' order
-    (:mod:`gapscope.experiments.papers`). With ``workers`` > 1 the sections (figures and
-    verdicts) are built in the sweeps' shared process pool, one experiment per task.
+    follow the papers' order (each figure's paper and number, :mod:`gapscope.experiments.papers`).
+    With ``workers`` > 1 the sections (figures and verdicts) are built in the sweeps' shared process
+    pool, one experiment per task.
     """
     errors = errors or {}
     workers = check_int(workers, "workers", minimum=1)
@@ -274,7 +275,7 @@ def write_report(
         sections = [build_section(store) for store in stores]
     sections += [built[store.root.name] for store in found if store.root.name in built]
     sections += [Section(name=name, title=name, error=message) for name, message in errors.items()]
-    sections.sort(key=lambda section: order_key(section.name))
+    sections.sort(key=lambda section: section.order)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>gapscope report</title><style>{STYLE}</style></head>
 <body><h1>gapscope report</h1>

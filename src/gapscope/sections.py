@@ -15,6 +15,7 @@ import pandas as pd
 
 from gapscope.experiments.figures import INCONCLUSIVE, STATUSES, Verdict
 from gapscope.experiments.modules import load
+from gapscope.experiments.papers import order_key
 from gapscope.plot import save_figure
 from gapscope.store import ResultStore
 
@@ -38,6 +39,14 @@ class Section:
     sizes: str = ""
     manifest: dict[str, Any] = field(default_factory=dict)
     summary: str = ""  # the figure's comparison table as HTML, shown above it
+    paper: str = ""  # the figure's paper and number (Figure.paper, Figure.number): the report's order
+    number: str = ""
+    label: str = ""  # e.g. 'Mind the Gap, Fig. 2'
+
+    @property
+    def order(self) -> tuple[int, int, str, str]:
+        """Where the section goes in the report (:func:`gapscope.experiments.papers.order_key`)."""
+        return order_key(self.paper, self.number, self.name)
 
     @property
     def as_expected(self) -> bool:
@@ -48,6 +57,7 @@ class Section:
         return {
             "name": self.name,
             "title": self.title,
+            "reproduces": self.label,
             "scale": self.scale,
             "cells": self.cells,
             "rows": self.rows,
@@ -117,9 +127,10 @@ def build_section(store: ResultStore) -> Section:
     the section's error, so one experiment never stops the report of the others.
     """
     try:
-        experiment = store.experiment()
         manifest = store.manifest()
-        table = store.read()
+        plan = store.plan(manifest)
+        experiment = plan.experiment
+        table = store.read(plan)
         if table.empty:
             raise ValueError(f"{store.root} has no results yet; run the experiment first")
         figure = load(experiment.module).figures[experiment.figure]
@@ -139,6 +150,9 @@ def build_section(store: ResultStore) -> Section:
         sizes=run_sizes(table),
         manifest=manifest,
         summary="" if figure.summary is None else figure.summary(table).to_html(classes="summary"),
+        paper=figure.paper,
+        number=figure.number,
+        label=figure.label,
     )
 
 
@@ -149,8 +163,8 @@ def _values(series: pd.Series) -> str:
 
 
 def _has_width(table: pd.DataFrame) -> bool:
-    """Whether the rows have a width d = T / gamma: a stack ('config') or key-query attention ('kq')."""
-    return "config" in table or ("kq" in table and table["kq"].notna().any())
+    """Whether the rows have a width d = T / gamma: a stack ('config') or key-query attention ('qk_init')."""
+    return "config" in table or ("qk_init" in table and table["qk_init"].notna().any())
 
 
 def run_sizes(table: pd.DataFrame) -> str:

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from gapscope._io import write_atomically
-from gapscope.experiments.spec import Experiment, cell_key, definition_hash
+from gapscope.experiments.spec import Experiment, Plan, definition_hash
 
 Rows = list[dict[str, Any]]
 
@@ -50,19 +50,19 @@ class ResultStore:
             return set()
         return {p.stem for p in self.parts.glob("*.parquet") if not p.name.startswith(".")}
 
-    def write_cell(self, module: str, cell: dict[str, Any], rows: Rows) -> None:
-        key = cell_key(module, cell)
+    def write_cell(self, key: str, cell: dict[str, Any], rows: Rows) -> None:
+        """Write one cell's rows as the part ``key`` (its :func:`cell_key`, from the plan)."""
         params = {name: column_value(value) for name, value in cell.items()}
         frame = pd.DataFrame([params | row | {"cell": key} for row in rows])
         self.parts.mkdir(parents=True, exist_ok=True)
         write_atomically(self.parts / f"{key}.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
 
-    def read(self) -> pd.DataFrame:
-        """The rows of the cells of the manifest's experiment at its scale (other parts are ignored)."""
-        manifest = self.manifest()
-        experiment = self.experiment()
-        keys = [cell_key(experiment.module, cell) for cell in experiment.cells(manifest["scale"])]
-        files = [self.parts / f"{key}.parquet" for key in keys]
+    def read(self, plan: Plan | None = None) -> pd.DataFrame:
+        """The rows of the plan's cells (default: the manifest's experiment at its scale); other
+        parts are ignored."""
+        if plan is None:
+            plan = self.plan()
+        files = [self.parts / f"{key}.parquet" for key in plan.keys]
         # pyarrow directly: the same frames as pandas.read_parquet at half its per-file cost (a quick
         # reproduction reads about 1,500 parts)
         frames = [pq.read_table(f).to_pandas() for f in files if f.exists()]
@@ -89,8 +89,15 @@ class ResultStore:
             )
         return manifest
 
-    def experiment(self) -> Experiment:
-        return Experiment.from_dict(self.manifest()["experiment"], source=str(self.manifest_path))
+    def experiment(self, manifest: dict[str, Any] | None = None) -> Experiment:
+        """The manifest's experiment, checked (``manifest``: one read already)."""
+        manifest = self.manifest() if manifest is None else manifest
+        return Experiment.from_dict(manifest["experiment"], source=str(self.manifest_path))
+
+    def plan(self, manifest: dict[str, Any] | None = None) -> Plan:
+        """The plan of the manifest's experiment at the manifest's scale."""
+        manifest = self.manifest() if manifest is None else manifest
+        return self.experiment(manifest).plan(manifest["scale"])
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

@@ -91,7 +91,9 @@ def run_cell(module: str, cell: dict[str, Any], device: str = "cpu") -> Rows:
 def measure_table(experiment: Experiment, scale: str = DEFAULT_SCALE, device: str = "cpu") -> pd.DataFrame:
     """Every cell of ``experiment`` at ``scale`` run in this process, no store: the table a figure reads."""
     frames = []
-    for group in load(experiment.module).groups(experiment.cells(scale)):
+    plan = experiment.plan(scale)
+    for indices in plan.groups:
+        group = [plan.cells[i] for i in indices]
         for cell, rows in zip(group, run_cells(experiment.module, group, device), strict=True):
             params = {name: column_value(value) for name, value in cell.items()}
             frames.append(pd.DataFrame([params | row for row in rows]))
@@ -105,8 +107,9 @@ def run_and_store(root: str, module: str, cells: list[dict[str, Any]], device: s
     store = ResultStore(root)
     done, written = store.done_keys(), 0
     for cell, rows in zip(cells, run_cells(module, cells, device), strict=True):
-        if cell_key(module, cell) not in done:
-            store.write_cell(module, cell, rows)
+        key = cell_key(module, cell)
+        if key not in done:
+            store.write_cell(key, cell, rows)
             written += len(rows)
     return written
 
@@ -154,23 +157,18 @@ def run_sweep(
     with store.lock():
         if store.exists():
             store.manifest()  # refuses a manifest edited by hand
-        cells = experiment.cells(scale)
+        plan = experiment.plan(scale)
         done = store.done_keys()
-        todo = [cell for cell in cells if cell_key(experiment.module, cell) not in done]
-        # whole groups run, so a cell's numbers do not depend on which of its group are stored
-        groups = [
-            group
-            for group in load(experiment.module).groups(cells)
-            if any(cell_key(experiment.module, cell) not in done for cell in group)
-        ]
-        grid, _ = experiment.resolved(scale)
+        todo = sum(key not in done for key in plan.keys)
+        groups = [[plan.cells[i] for i in group] for group in plan.todo(done)]
+        key_of = {id(cell): key for cell, key in zip(plan.cells, plan.keys, strict=True)}
         manifest = {
             "experiment": experiment.to_dict(),
             "definition_hash": experiment.definition_hash,
             "scale": scale,
             "version": __version__,
-            "seeds": grid.get("seed", []),
-            "cells": len(cells),
+            "seeds": plan.seeds,
+            "cells": len(plan.cells),
             "machine": machine(),
             "device": device,
             "threads_per_cell": 1,
@@ -180,7 +178,7 @@ def run_sweep(
         shared = isinstance(progress, Progress)
         bar = progress if isinstance(progress, Progress) else progress_bar(not progress)
         with contextlib.nullcontext() if shared else bar:
-            task = bar.add_task(experiment.name, total=len(cells), completed=len(cells) - len(todo))
+            task = bar.add_task(experiment.name, total=len(plan.cells), completed=len(plan.cells) - todo)
             if executor == "local":
                 finished = _execute(experiment.module, groups, workers, device)
             elif executor == "dask":
@@ -190,15 +188,16 @@ def run_sweep(
                     experiment.module, groups, store, slurm_cluster, slurm_options or {}, device
                 )
             for cell, rows in finished:
-                if cell_key(experiment.module, cell) in done:
+                key = key_of[id(cell)]  # every executor yields the plan's own cell objects
+                if key in done:
                     continue
                 if rows is not None:
-                    store.write_cell(experiment.module, cell, rows)
+                    store.write_cell(key, cell, rows)
                 bar.advance(task)
             if shared:
                 bar.remove_task(task)
         store.write_manifest(manifest | {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    return store.read()
+    return store.read(plan)
 
 
 def progress_bar(disable: bool = False, console: Console | None = None) -> Progress:

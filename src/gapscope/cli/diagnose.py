@@ -210,26 +210,46 @@ def _print_side_by_side(tables: dict[str, Any], baselines: dict[str, Any]) -> No
     console.print(view)
 
 
+def experiments_markdown() -> str:
+    """The shipped experiments as a Markdown table in the papers' order (the README's list)."""
+    from gapscope.experiments import shipped_experiments
+
+    lines = ["| experiment | reproduces | what it shows |", "|---|---|---|"]
+    for name, e in shipped_experiments().items():
+        lines.append(f"| `{name}` | {e.figure_spec.label} | {e.title} |")
+    return "\n".join(lines) + "\n"
+
+
 @app.command("list")
-def list_names(as_json: JsonOption = False) -> None:
-    """List the shipped experiments (module and figure), the model names and the entry laws."""
+def list_names(
+    as_json: JsonOption = False,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print the experiments as the README's Markdown table.")
+    ] = False,
+) -> None:
+    """List the shipped experiments in the papers' order (the figure each reproduces, its module and
+    figure), the model names and the entry laws."""
     from gapscope.ensembles import LAWS as laws
     from gapscope.experiments import shipped_experiments
     from gapscope.hf.models import MODEL_NAMES
     from gapscope.hf.pretrained import PRETRAINED
 
     experiments = [
-        {"name": name, "module": e.module, "figure": e.figure} for name, e in shipped_experiments().items()
+        {"name": name, "reproduces": e.figure_spec.label, "module": e.module, "figure": e.figure}
+        for name, e in shipped_experiments().items()
     ]
     models = {"random-init": list(MODEL_NAMES), "pretrained": list(PRETRAINED)}
+    if markdown:
+        print(experiments_markdown(), end="")
+        return
     if as_json:
         print(json.dumps({"experiments": experiments, "models": models, "laws": list(laws)}))
         return
     view = Table(title="shipped experiments")
-    for column in ("name", "module", "figure"):
-        view.add_column(column, overflow="fold")
+    view.add_column("name (module.figure)", no_wrap=True)
+    view.add_column("reproduces", overflow="fold")
     for row in experiments:
-        view.add_row(row["name"], row["module"], row["figure"])
+        view.add_row(row["name"], row["reproduces"])
     console.print(view)
     console.print("models (random init): " + ", ".join(MODEL_NAMES), highlight=False)
     console.print("models (pretrained, offline): " + ", ".join(PRETRAINED), highlight=False)

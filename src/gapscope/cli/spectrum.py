@@ -70,8 +70,9 @@ def spectrum(
         ),
     ] = 1000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    kq: Annotated[
-        KeyQueryInit | None, typer.Option(help="Sample key-query attention with this init instead.")
+    qk_init: Annotated[
+        KeyQueryInit | None,
+        typer.Option("--qk-init", "--kq", help="Sample key-query attention with this init instead."),
     ] = None,
     d: Annotated[int | None, typer.Option(help="Width of the input (key-query; default T).")] = None,
     dk: Annotated[int | None, typer.Option(help="Key/query width, >= 1 (key-query; default d).")] = None,
@@ -87,11 +88,16 @@ def spectrum(
     from gapscope.ensembles import dense_attention_bytes, predicted_spectrum, sample_attention
     from gapscope.linalg import spectral_gap
 
-    if kq is None:
+    if qk_init is None:
         described: dict[str, Any] = {"kind": "random_markov", "law": law.value, "sigma2": sigma2}
     else:
         width = T if d is None else d
-        described = {"kind": "key_query", "kq": kq.value, "d": width, "dk": width if dk is None else dk}
+        described = {
+            "kind": "key_query",
+            "qk_init": qk_init.value,
+            "d": width,
+            "dk": width if dk is None else dk,
+        }
         described["input"] = input_kind.value
     described |= {"T": T, "seed": seed}
     try:
@@ -101,7 +107,7 @@ def spectrum(
         for name, value in (("d", d), ("dk", dk)):
             if value is not None:
                 check_int(value, name, minimum=1)
-        needed = dense_attention_bytes(T, kq=None if kq is None else kq.value, d=d, dk=dk)
+        needed = dense_attention_bytes(T, qk_init=None if qk_init is None else qk_init.value, d=d, dk=dk)
         limit, stated = _memory_limit()
         if needed > limit:
             raise ValueError(
@@ -115,14 +121,14 @@ def spectrum(
             seed=seed,
             law=law.value,
             sigma2=sigma2,
-            kq=None if kq is None else kq.value,
+            qk_init=None if qk_init is None else qk_init.value,
             d=d,
             dk=dk,
             input=input_kind.value,
         )
         gap = spectral_gap(A)
         predicted = predicted_spectrum(
-            T=T, law=law.value, sigma2=sigma2, kq=None if kq is None else kq.value, d=d, dk=dk
+            T=T, law=law.value, sigma2=sigma2, qk_init=None if qk_init is None else qk_init.value, d=d, dk=dk
         )
     except (ValueError, TypeError) as err:
         _fail(str(err))
@@ -151,7 +157,7 @@ def spectrum(
         ("sqrt(T) s2", summary["sqrt_T_s2"], predicted["sqrt_T_s2"]),
         ("|lambda1|", summary["abs_lambda1"], predicted["abs_lambda1"]),
         ("sqrt(T) |lambda2|", summary["sqrt_T_abs_lambda2"], predicted["sqrt_T_abs_lambda2"]),
-        ("sigma2 (mean sv^2 of sqrt(T) A_perp)", summary["sigma2"], predicted["sigma2"]),
+        ("sigma2 (mean sv^2 of sqrt(T) A^⊥)", summary["sigma2"], predicted["sigma2"]),
         ("gap ratio s1/s2", summary["gap_ratio"], predicted["gap_ratio"]),
         ("singular outliers", len(summary["singular_outliers"]), predicted["singular_outliers"]),
         ("eigenvalue outliers", len(summary["eigen_outliers"]), predicted["eigen_outliers"]),

@@ -286,20 +286,21 @@ def run(
     Exit status: 0 every claim as expected (inconclusive included), 1 one not, 2 bad input, 3 a crash.
     """
     from gapscope.experiments import Experiment, shipped_experiments
-    from gapscope.experiments.spec import OVERRIDE
+    from gapscope.experiments.spec import OVERRIDE, shipped_experiment
 
     overrides = [target for target in experiments if OVERRIDE.fullmatch(target)]
     try:
-        shipped = shipped_experiments()
         chosen = []
         for target in [t for t in experiments if t not in overrides]:
+            found = None if target.endswith(".toml") else shipped_experiment(target)
             if target.endswith(".toml"):
                 chosen.append(Experiment.from_toml(target))
-            elif target in shipped:
-                chosen.append(shipped[target])
+            elif found is not None:
+                chosen.append(found)
             else:
                 raise ValueError(
-                    f"unknown experiment {target!r}; expected a .toml file, one of {sorted(shipped)}, "
+                    f"unknown experiment {target!r}; expected a .toml file, one of "
+                    f"{list(shipped_experiments())}, "
                     "or an override grid.KEY=V1,V2 / fixed.KEY=VALUE"
                 )
         if not chosen:
@@ -329,12 +330,14 @@ def reproduce(
     Exit status: 0 every claim as expected (inconclusive included), 1 one not, 2 bad input, 3 a crash.
     """
     from gapscope.experiments import shipped_experiments
+    from gapscope.experiments.spec import shipped_experiment
 
     shipped = shipped_experiments()
-    unknown = [name for name in only or [] if name not in shipped]
+    found = {name: shipped_experiment(name, "--only") for name in only or []}
+    unknown = [name for name, experiment in found.items() if experiment is None]
     if unknown:
-        _fail(f"unknown experiments {unknown} for --only; expected some of {sorted(shipped)}")
-    chosen = [shipped[name] for name in only] if only else list(shipped.values())
+        _fail(f"unknown experiments {unknown} for --only; expected some of {list(shipped)}")
+    chosen = [e for e in found.values() if e is not None] if only else list(shipped.values())
     _sweep_chosen(chosen, options or {})
 
 

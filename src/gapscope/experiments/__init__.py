@@ -3,8 +3,8 @@ that pick a module, a figure and a grid (see :mod:`gapscope.experiments.spec` an
 :mod:`gapscope.experiments.modules`)."""
 
 from gapscope.experiments.figures import Figure, Verdict
-from gapscope.experiments.parameters import REQUIRED, Parameter
 from gapscope.experiments.spec import SCALES, Experiment, ExperimentFileError, cell_key, shipped_experiments
+from gapscope.parameters import REQUIRED, Parameter
 
 __all__ = [
     "REQUIRED",

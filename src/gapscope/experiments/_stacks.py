@@ -11,10 +11,11 @@ from typing import Any
 
 import torch
 
-from gapscope.ensembles import INPUTS, KEY_QUERY_INITS, LAWS, isometric_input, unit_gaussian_rows
-from gapscope.experiments.parameters import Parameter
+from gapscope.ensembles import INPUTS, isometric_input, unit_gaussian_rows
 from gapscope.nn import AttentionStack, named_config
-from gapscope.nn.stack import CONFIG_NAMES, DTYPES, VALUE_INITS, StackConfig
+from gapscope.nn.config import STACK_FIELDS
+from gapscope.nn.stack import CONFIG_NAMES, DTYPES, StackConfig
+from gapscope.parameters import Parameter
 
 # cell keys passed to the stack as StackConfig fields
 CONFIG_FIELDS = (
@@ -31,17 +32,7 @@ CONFIG_FIELDS = (
 
 
 # the Random Markov entry law, shared with the spectrum module
-LAW_PARAMETERS = (
-    Parameter("law", "str", "the entry law of Random Markov attention", "lognormal", choices=LAWS),
-    Parameter(
-        "sigma2",
-        "float",
-        "the normalised entry variance (absent: the law's own)",
-        None,
-        minimum=0.0,
-        optional=True,
-    ),
-)
+LAW_PARAMETERS = (STACK_FIELDS["law"], STACK_FIELDS["sigma2"])
 
 
 def parameters(dtype: str = "float64", depth: int | None = None) -> tuple[Parameter, ...]:
@@ -56,16 +47,7 @@ def parameters(dtype: str = "float64", depth: int | None = None) -> tuple[Parame
         Parameter(
             "input", "str", "the input X_0: Haar-isometric or unit Gaussian rows", "isometric", choices=INPUTS
         ),
-        *LAW_PARAMETERS,
-        Parameter("qk_init", "str", "the key/query initialisation", "standard", choices=KEY_QUERY_INITS),
-        Parameter("dk", "int", "the key/query width (absent: d)", None, minimum=1, optional=True),
-        Parameter("heads", "int", "the number of heads", 1, minimum=1),
-        Parameter("causal", "bool", "whether attention is causal", False),
-        Parameter("value_init", "str", "the value weights' initialisation", "gaussian", choices=VALUE_INITS),
-        Parameter("sigma_v2", "float", "the variance of Gaussian value weights", 1.0, minimum=0.0),
-        Parameter(
-            "paper_quirks", "bool", "reproduce the authors' doubled skip and float32 stable rank", False
-        ),
+        *(STACK_FIELDS[name] for name in CONFIG_FIELDS),
         Parameter("dtype", "str", "the floating-point type", dtype, choices=tuple(DTYPES)),
     )
 

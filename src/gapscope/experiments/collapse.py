@@ -22,17 +22,17 @@ from gapscope.experiments.figures import (
     Figure,
     Verdict,
     fmt,
-    is_fixed,
     log_slope,
     mean_by,
     sigma2_of,
     style,
     style_legend,
-    with_fix,
 )
+from gapscope.experiments.papers import MIND_THE_GAP, REVISION
 from gapscope.linalg import collapse_metrics
 from gapscope.nn import paper_stable_rank
 from gapscope.theory import resolved_rank_constant, resolved_rank_excess, width_collapse_constant
+from gapscope.variants import is_fixed, with_fix
 
 PARAMETERS = _stacks.parameters()
 
@@ -61,8 +61,8 @@ def _plot_width_collapse(table: pd.DataFrame) -> MplFigure:
     a.set(xlabel="T", ylabel="sr(X_1 X_1^T)", yscale="log", title=f"first layer, gamma = {gamma:g}")
     style_legend(a, first["config"].unique(), fontsize=6)
     sigma2 = sigma2_of(table)
-    vanilla = mean_by(sub[sub["config"] == "A"], ["layer", "T"], "sr_minus_one", geometric=True)
-    for layer, grp in vanilla.groupby("layer"):
+    as_built = mean_by(sub[sub["config"] == "A"], ["layer", "T"], "sr_minus_one", geometric=True)
+    for layer, grp in as_built.groupby("layer"):
         (line,) = b.plot(grp["T"], grp["sr_minus_one"], "o", label=f"l = {layer}")
         Ts = np.asarray(grp["T"], float)
         b.plot(
@@ -93,11 +93,11 @@ def _verdict_width_collapse(table: pd.DataFrame) -> list[Verdict]:
     sigma2 = sigma2_of(table)
     Tmax = table["T"].max()
     for gamma in sorted(table["gamma"].unique()):
-        vanilla = table[(table["config"] == "A") & (table["gamma"] == gamma) & (table["layer"] > 0)]
-        sizes = sorted(vanilla["T"].unique())
+        as_built = table[(table["config"] == "A") & (table["gamma"] == gamma) & (table["layer"] > 0)]
+        sizes = sorted(as_built["T"].unique())
         # the asymptotic regime: the larger half of T (both sizes when there are only two)
         large_T = (
-            vanilla[vanilla["T"] >= sizes[len(sizes) // 2 if len(sizes) > 2 else 0]] if sizes else vanilla
+            as_built[as_built["T"] >= sizes[len(sizes) // 2 if len(sizes) > 2 else 0]] if sizes else as_built
         )
         stats = large_T.groupby(["layer", "T"])["sr_minus_one"].agg(["mean", "std", "count"]).reset_index()
         for layer, grp in stats.groupby("layer"):
@@ -271,15 +271,15 @@ def _verdict_width_collapse_by_depth(table: pd.DataFrame) -> list[Verdict]:
         (str(config), int(layer)): log_slope(grp["T"], grp["sr"])
         for (config, layer), grp in means.groupby(["config", "layer"])
     }
-    vanilla = {layer: slope for (config, layer), slope in slopes.items() if config == "A" and layer >= 2}
-    steepest = max(vanilla, key=lambda layer: vanilla[layer])
+    as_built = {layer: slope for (config, layer), slope in slopes.items() if config == "A" and layer >= 2}
+    steepest = max(as_built, key=lambda layer: as_built[layer])
     out = [
         Verdict(
             "A: rank collapses in width at every depth after the first layer: sr(X_l X_l^T) does not grow "
             "with T at any l >= 2 (log-log slope of the mean over runs; linear growth would be 1)",
             f"slope <= {NO_GROWTH_SLOPE:g} at every l >= 2",
-            f"max {fmt(vanilla[steepest])} (l = {steepest}); l = 1: {fmt(slopes.get(('A', 1), math.nan))}",
-            vanilla[steepest] <= NO_GROWTH_SLOPE,
+            f"max {fmt(as_built[steepest])} (l = {steepest}); l = 1: {fmt(slopes.get(('A', 1), math.nan))}",
+            as_built[steepest] <= NO_GROWTH_SLOPE,
         )
     ]
     fixed = {layer: slope for (config, layer), slope in slopes.items() if config == "A^⊥"}
@@ -311,11 +311,22 @@ def _verdict_width_collapse_by_depth(table: pd.DataFrame) -> list[Verdict]:
     return out
 
 
-width_collapse = Figure(_plot_width_collapse, _verdict_width_collapse, needs={"T": 2})
-depth_collapse = Figure(_plot_depth_collapse, _verdict_depth_collapse, needs_values={"config": ("A",)})
-width_collapse_by_depth = Figure(
+width = Figure(_plot_width_collapse, _verdict_width_collapse, needs={"T": 2}, paper=MIND_THE_GAP, number="2")
+depth = Figure(
+    _plot_depth_collapse,
+    _verdict_depth_collapse,
+    needs_values={"config": ("A",)},
+    paper=MIND_THE_GAP,
+    number="3",
+)
+width_by_depth = Figure(
     _plot_width_collapse_by_depth,
     _verdict_width_collapse_by_depth,
     needs={"T": 2},
     needs_values={"config": ("A", "A^⊥")},
+    paper=REVISION,
+    number="10-11",
 )
+
+# former names of this module's figures and parameters (gapscope 0.x), accepted with a warning
+RENAMED = {"width_collapse": "width", "depth_collapse": "depth", "width_collapse_by_depth": "width_by_depth"}

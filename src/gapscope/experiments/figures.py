@@ -18,7 +18,6 @@ is reported as unexpected too.
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import matplotlib
 import numpy as np
 import pandas as pd
+
+from gapscope.variants import colour, is_fixed, without_fix
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -97,8 +98,10 @@ STATUSES = ("supported", INCONCLUSIVE, "known not to reproduce", "not supported"
 class Figure:
     """A figure and its verdicts over one experiment's table, and what its grid must hold.
 
-    ``summary``, when given, turns the table into a small comparison table (e.g. variant x
-    claim, each cell a computed mark) that the report shows above the figure.
+    ``paper`` (one of :data:`gapscope.experiments.papers.PAPERS`) and ``number`` say which figure
+    of which paper it reproduces; they order the report. ``summary``, when given, turns the table
+    into a small comparison table (e.g. variant x claim, each cell a computed mark) that the report
+    shows above the figure.
     """
 
     plot: Callable[[pd.DataFrame], MplFigure]
@@ -107,6 +110,18 @@ class Figure:
     needs_values: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     # an optional comparison table shown above the figure (rows and columns named, cells text)
     summary: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+    paper: str = ""
+    number: str = ""
+
+    @property
+    def label(self) -> str:
+        """'Mind the Gap, Fig. 2' (empty for a figure of no paper)."""
+        if not self.paper:
+            return ""
+        if not self.number:
+            return self.paper
+        prefix = "" if self.number[0].isalpha() else ("Figs " if "-" in self.number else "Fig. ")
+        return f"{self.paper}, {prefix}{self.number}"
 
     def problems(self, grid: Mapping[str, list[Any]], fixed: Mapping[str, Any]) -> list[str]:
         """Why a grid (axes) with these fixed values cannot give this figure's verdicts."""
@@ -166,65 +181,14 @@ def sigma2_of(table: pd.DataFrame) -> float:
     return entry_law(str(table["law"].iloc[0]), given).sigma2
 
 
-def with_fix(config: str) -> str:
-    """The paper's name of ``config`` with the gap removed: 'A + LN' -> 'A^⊥ + LN', 'A(X)' -> 'A(X)^⊥'."""
-    base, _, rest = config.partition(" + ")
-    if base not in ("A", "A(X)"):
-        raise ValueError(f"configuration {config!r} has no version with the fix (base must be A or A(X))")
-    return f"{base}^⊥" + (f" + {rest}" if rest else "")
+# --- one colour per attention variant (gapscope.variants.colour), one line style per treatment -----
 
-
-def is_fixed(config: str) -> bool:
-    """Whether a configuration name has the gap removed."""
-    return "^⊥" in config
-
-
-# --- one colour per attention variant, one line style per treatment ----------------------------
-
-# The paper's configurations without their fix, each with its own colour; 'A^⊥ + LN' takes the
-# colour of 'A + LN' with a dashed line. Names not listed (users' configurations) take a colour
-# of EXTRA_COLOURS picked by a hash of the name, so a name keeps its colour across figures.
-VARIANT_COLOURS = {
-    "A": "#1f77b4",
-    "A + LN": "#ff7f0e",
-    "A + skip": "#2ca02c",
-    "A + upscaled skip": "#d62728",
-    "A + skip + LN": "#9467bd",
-    "A + upscaled skip + LN": "#8c564b",
-    "Identity A": "#000000",
-    "A(X)": "#e377c2",
-    "A(X) + LN": "#7f7f7f",
-    "A(X) + skip": "#bcbd22",
-    "A(X) + upscaled skip": "#17becf",
-    "A(X) + skip + LN": "#393b79",
-    "A(X) + upscaled skip + LN": "#e7ba52",
-    "A(X) (Xavier)": "#843c39",
-    # the attention variants of the remedies experiment (they never share a figure with the
-    # configurations above, so they reuse the clearest colours; A and A(X) keep theirs)
-    "centred 0.5": "#2ca02c",
-    "differential": "#d62728",
-    "length-scaled": "#ff7f0e",
-    "sink": "#9467bd",
-    "softmax+1": "#8c564b",
-    "sigmoid": "#17becf",
-    "ReLU/T": "#bcbd22",
-    "linear": "#393b79",
-}
-EXTRA_COLOURS = ("#5254a3", "#8ca252", "#a55194", "#6b6ecf", "#b5cf6b", "#d6616b", "#7b4173", "#ce6dbd")
 AS_BUILT, WITH_FIX = "-", "--"  # the line styles: as built, with the gap removed
-
-
-def variant(config: str) -> str:
-    """The attention variant of a configuration: its name without the fix ('A^⊥ + LN' -> 'A + LN');
-    the default key-query init is dropped ('A(X) (N(0,1))' -> 'A(X)')."""
-    return config.replace("^⊥", "").replace(" (N(0,1))", "")
 
 
 def style(config: str) -> dict[str, Any]:
     """Matplotlib keywords for a configuration: its variant's colour, solid as built, dashed with the fix."""
-    base = variant(config)
-    colour = VARIANT_COLOURS.get(base) or EXTRA_COLOURS[zlib.crc32(base.encode()) % len(EXTRA_COLOURS)]
-    return {"color": colour, "linestyle": WITH_FIX if is_fixed(config) else AS_BUILT}
+    return {"color": colour(config), "linestyle": WITH_FIX if is_fixed(config) else AS_BUILT}
 
 
 def style_legend(ax: Axes, configs: Iterable[str], **kwargs: Any) -> None:
@@ -232,7 +196,7 @@ def style_legend(ax: Axes, configs: Iterable[str], **kwargs: Any) -> None:
     from matplotlib.lines import Line2D
 
     configs = list(configs)
-    variants = list(dict.fromkeys(variant(c) for c in configs))
+    variants = list(dict.fromkeys(without_fix(c) for c in configs))
     handles = [Line2D([], [], color=style(v)["color"], lw=2, label=v) for v in variants]
     treatments: list[tuple[Any, str]] = [(AS_BUILT, "as built"), (WITH_FIX, "with the fix (^⊥)")]
     handles += [

@@ -20,16 +20,17 @@ from gapscope.experiments.figures import (
     Figure,
     Verdict,
     fmt,
-    is_fixed,
     log_slope,
     mean_by,
     sigma2_of,
     style,
     style_legend,
 )
-from gapscope.experiments.parameters import Parameter
+from gapscope.experiments.papers import MIND_THE_GAP
 from gapscope.gradients import GRADIENT_METHODS, value_gradient_norms
+from gapscope.parameters import Parameter
 from gapscope.theory import gradient_norm_sq, gradient_norm_sq_exact
+from gapscope.variants import is_fixed
 
 PARAMETERS = (
     *_stacks.parameters(),
@@ -199,11 +200,11 @@ def _verdict_gradient_depth(table: pd.DataFrame) -> list[Verdict]:
     Lmin, Lmax = int(depths[0]), int(depths[-1])
     out = []
     if ("A", Lmax) in means:
-        vanilla = table[table["config"] == "A"]
+        as_built = table[table["config"] == "A"]
         errors, allowed = [], []
         for L in depths:
             errors.append(abs(float(means[("A", L)]) / _exact(table, T, int(L)) - 1))
-            allowed.append(3 * _relative_se(vanilla[vanilla["depth"] == L]["grad_sq"]) + 0.05)
+            allowed.append(3 * _relative_se(as_built[as_built["depth"] == L]["grad_sq"]) + 0.05)
         worst = int(np.argmax(np.array(errors) - np.array(allowed)))
         out.append(
             Verdict(
@@ -249,5 +250,10 @@ def _verdict_gradient_depth(table: pd.DataFrame) -> list[Verdict]:
     return out
 
 
-gradient_width = Figure(_plot_gradient_width, _verdict_gradient_width, needs={"T": 2})
-gradient_depth = Figure(_plot_gradient_depth, _verdict_gradient_depth, needs={"depth": 2})
+width = Figure(_plot_gradient_width, _verdict_gradient_width, needs={"T": 2}, paper=MIND_THE_GAP, number="4")
+depth = Figure(
+    _plot_gradient_depth, _verdict_gradient_depth, needs={"depth": 2}, paper=MIND_THE_GAP, number="5"
+)
+
+# former names of this module's figures and parameters (gapscope 0.x), accepted with a warning
+RENAMED = {"gradient_width": "width", "gradient_depth": "depth"}

@@ -20,8 +20,9 @@ import torch
 from matplotlib.figure import Figure as MplFigure
 
 from gapscope.experiments.figures import Figure, Verdict, fmt
-from gapscope.experiments.parameters import Parameter
+from gapscope.experiments.papers import GAPSCOPE
 from gapscope.experiments.statistics import all_of, decide, log_slope_interval
+from gapscope.parameters import Parameter
 from gapscope.theory import (
     key_query_gap_prediction,
     key_query_sigma2,
@@ -61,7 +62,7 @@ def measure(cell: dict[str, Any], device: torch.device) -> list[dict[str, Any]]:
     Sigma_1 spectrum, so sr(Sigma_1) - 1 = sum_{i>=2} s_i(A)^4 / s_1(A)^4 (SPEC section 6),
     computed as (||A A^T||_F^2 - s_1^4) / s_1^4. Up to T = 400 every value is dense; beyond,
     A A^T is formed once (float64, on ``device``) and ARPACK gives s_1, s_2 (from A A^T),
-    s_1(A^perp) and the top eigenvalue of P A P, P = I - 11^T/T (which is lambda_2 of A):
+    s_1(A^⊥) and the top eigenvalue of P A P, P = I - 11^T/T (which is lambda_2 of A):
     a few seconds at T = 2000 on one core, where a dense SVD takes half a minute.
     """
     T, dk, tau = cell["T"], cell["dk"], cell["tau"]
@@ -160,7 +161,7 @@ def _plot_long_context_gap(table: pd.DataFrame) -> MplFigure:
     )
     axes[2].axhline(math.sqrt(math.expm1(tau * tau)), color="k", ls="--", lw=1)
     axes[2].set(
-        title="sqrt(T)|lambda_2| (dots) vs sqrt(e^{tau^2} - 1) (dashed); sqrt(T) s_1(A^perp) (squares)",
+        title="sqrt(T)|lambda_2| (dots) vs sqrt(e^{tau^2} - 1) (dashed); sqrt(T) s_1(A^⊥) (squares)",
         ylabel="scaled value",
     )
     for ax in axes:
@@ -265,4 +266,9 @@ def _verdict_long_context_gap(table: pd.DataFrame) -> list[Verdict]:
     return out
 
 
-long_context_gap = Figure(_plot_long_context_gap, _verdict_long_context_gap, needs={"T": 2, "dk": 1})
+gap = Figure(
+    _plot_long_context_gap, _verdict_long_context_gap, needs={"T": 2, "dk": 1}, paper=GAPSCOPE, number=""
+)
+
+# former names of this module's figures and parameters (gapscope 0.x), accepted with a warning
+RENAMED = {"long_context_gap": "gap"}

@@ -22,9 +22,10 @@ from matplotlib.figure import Figure as MplFigure
 
 from gapscope.experiments import _stacks
 from gapscope.experiments.figures import Figure, Verdict, fmt
-from gapscope.experiments.parameters import Parameter
+from gapscope.experiments.papers import MIND_THE_GAP
 from gapscope.experiments.statistics import decide, mean_interval
 from gapscope.linalg import eigenvalues
+from gapscope.parameters import Parameter
 
 PAPER_SEEDS = "10 seeds (--scale paper)"
 
@@ -191,4 +192,9 @@ def _verdict_attention_outliers(table: pd.DataFrame) -> list[Verdict]:
     ]
 
 
-attention_outliers = Figure(_plot_attention_outliers, _verdict_attention_outliers, needs={"seed": 2})
+outliers = Figure(
+    _plot_attention_outliers, _verdict_attention_outliers, needs={"seed": 2}, paper=MIND_THE_GAP, number="7"
+)
+
+# former names of this module's figures and parameters (gapscope 0.x), accepted with a warning
+RENAMED = {"attention_outliers": "outliers"}

@@ -18,11 +18,12 @@ import torch
 from matplotlib.figure import Figure as MplFigure
 
 from gapscope.experiments.figures import Figure, Verdict, fmt
-from gapscope.experiments.parameters import Parameter
+from gapscope.experiments.papers import RECORD_STRAIGHT
 from gapscope.experiments.statistics import all_of, decide, mean_interval
 from gapscope.linalg import hfc_lfc_ratio
 from gapscope.nn.reparam import MODES
 from gapscope.nn.residual import LN_SIGNS, NORMS, ResidualAttentionUpdate
+from gapscope.parameters import Parameter
 
 MORE_DRAWS = "40 draws (--scale paper)"
 
@@ -157,4 +158,6 @@ ln_sign = Figure(
         "mode": ("smoothing", "sharpening"),
         "ln_sign": ("positive", "negative"),
     },
+    paper=RECORD_STRAIGHT,
+    number="3",
 )

@@ -2,11 +2,13 @@
 
 An experiment module is a Python module that defines
 
-* ``PARAMETERS``: a tuple of :class:`~gapscope.experiments.parameters.Parameter`;
+* ``PARAMETERS``: a tuple of :class:`~gapscope.parameters.Parameter`;
 * ``measure(cell, device) -> list[dict]``: one grid cell (every parameter filled in) to
   tidy rows, on a torch device;
 * any number of :class:`~gapscope.experiments.figures.Figure` attributes, each a figure
   with its verdicts, named by its attribute name;
+* optionally ``RENAMED``: former names of its figures and parameters, old to new; an
+  experiment file that uses an old name still runs, with a warning naming the new one;
 * optionally ``MEASURED_TOGETHER`` (parameter names) and ``measure_together(cells, device)
   -> list[list[dict]]``: cells that differ only in those parameters are measured in one
   call, one list of rows per cell (the training modules train all learning rates and
@@ -31,14 +33,14 @@ import pkgutil
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from gapscope.experiments.figures import Figure
-from gapscope.experiments.parameters import Parameter, declared
+from gapscope.parameters import Parameter, declared
 
 Rows = list[dict[str, Any]]
 PACKAGE = "gapscope.experiments"
@@ -56,6 +58,7 @@ class ExperimentModule:
     doc: str
     measured_together: tuple[str, ...] = ()
     measure_together: Callable[..., list[Rows]] | None = None
+    renamed: dict[str, str] = field(default_factory=dict)
 
     def groups(self, cells: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         """The cells in the groups measured in one call (in order of first appearance): cells
@@ -176,6 +179,7 @@ def load(reference: str) -> ExperimentModule:
         doc=(module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else "",
         measured_together=together,
         measure_together=getattr(module, "measure_together", None),
+        renamed=dict(getattr(module, "RENAMED", {})),
     )
 
 

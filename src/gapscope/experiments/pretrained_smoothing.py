@@ -16,8 +16,9 @@ import torch
 from matplotlib.figure import Figure as MplFigure
 
 from gapscope.experiments.figures import SMOOTHING_METRICS, Figure, Verdict, fmt
-from gapscope.experiments.parameters import Parameter
+from gapscope.experiments.papers import RECORD_STRAIGHT
 from gapscope.experiments.real_models import model_and_text
+from gapscope.parameters import Parameter
 
 PARAMETERS = (
     Parameter("model", "str", "a shipped pretrained model's name or a local folder"),
@@ -117,4 +118,6 @@ def _verdict_pretrained_smoothing(table: pd.DataFrame) -> list[Verdict]:
     return out
 
 
-pretrained_smoothing = Figure(_plot_pretrained_smoothing, _verdict_pretrained_smoothing)
+pretrained_smoothing = Figure(
+    _plot_pretrained_smoothing, _verdict_pretrained_smoothing, paper=RECORD_STRAIGHT, number="4-5"
+)

@@ -14,10 +14,11 @@ import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 
 from gapscope.experiments.figures import Figure, Verdict, fmt, mean_by
+from gapscope.experiments.papers import REVISION
 from gapscope.experiments.real_models import PARAMETERS, measure
 from gapscope.experiments.statistics import all_of, decide, log_slope_interval
 
-__all__ = ["PARAMETERS", "measure", "hf_causal", "hf_inputs", "hf_long"]
+__all__ = ["PARAMETERS", "measure", "causal", "inputs", "long"]
 
 
 def _plot_hf_causal(table: pd.DataFrame) -> MplFigure:
@@ -195,6 +196,9 @@ def _verdict_hf_long(table: pd.DataFrame) -> list[Verdict]:
     ]
 
 
-hf_causal = Figure(_plot_hf_causal, _verdict_hf_causal)
-hf_inputs = Figure(_plot_hf_inputs, _verdict_hf_inputs)
-hf_long = Figure(_plot_hf_long, _verdict_hf_long, needs={"T": 2})
+causal = Figure(_plot_hf_causal, _verdict_hf_causal, paper=REVISION, number="4")
+inputs = Figure(_plot_hf_inputs, _verdict_hf_inputs, paper=REVISION, number="1-2")
+long = Figure(_plot_hf_long, _verdict_hf_long, needs={"T": 2}, paper=REVISION, number="3")
+
+# former names of this module's figures and parameters (gapscope 0.x), accepted with a warning
+RENAMED = {"hf_inputs": "inputs", "hf_long": "long", "hf_causal": "causal", "heads": "per_head"}

@@ -19,8 +19,9 @@ import torch
 from matplotlib.figure import Figure as MplFigure
 
 from gapscope.experiments.figures import Figure, Verdict, fmt, mean_by
-from gapscope.experiments.parameters import Parameter
+from gapscope.experiments.papers import GAPSCOPE, REVISION
 from gapscope.experiments.statistics import decide, log_slope_interval, mean_interval
+from gapscope.parameters import Parameter
 
 SOURCES = ("random-tokens", "random-embeddings", "text")
 FIXES = ("none", "auto")  # as built, and with the fix its attention needs (gapscope.hf.diagnose)
@@ -42,7 +43,7 @@ PARAMETERS = (
     Parameter("model_seed", "int", "the seed of a random-init model's weights", 0, minimum=0),
     Parameter("shown_seed", "int", "the seed whose cell keeps the token cosine matrices", 0, minimum=0),
     Parameter("tiny", "bool", "a two-layer width-32 version of a random-init model (for tests)", False),
-    Parameter("heads", "bool", "summarise every head's spectrum (False: the layer rows only)", True),
+    Parameter("per_head", "bool", "summarise every head's spectrum (False: the layer rows only)", True),
     Parameter("clouds", "int", "layers whose head-0 eigenvalues to keep", [], minimum=1, items=True),
     Parameter(
         "grams",
@@ -93,7 +94,7 @@ def measure(cell: dict[str, Any], device: torch.device) -> list[dict[str, Any]]:
         inputs=inputs,
         clouds=tuple(cell["clouds"]),
         grams=tuple(cell["grams"]) if seed == cell["shown_seed"] else (),
-        heads=cell["heads"],
+        heads=cell["per_head"],
         device=device,
     )
     table = table.drop(columns=["run", "fix", "T"]).assign(d=int(model.config.hidden_size))
@@ -254,8 +255,18 @@ def _verdict_hf_causal_fix(table: pd.DataFrame) -> list[Verdict]:
     return out
 
 
-hf_width = Figure(_plot_hf_width, _verdict_hf_width, needs={"T": 2}, needs_values={"fix": FIXES})
-hf_depth = Figure(_plot_hf_depth, _verdict_hf_depth, needs_values={"fix": FIXES})
-hf_causal_fix = Figure(
-    _plot_hf_causal_fix, _verdict_hf_causal_fix, needs={"T": 2}, needs_values={"fix": FIXES}
+width = Figure(
+    _plot_hf_width, _verdict_hf_width, needs={"T": 2}, needs_values={"fix": FIXES}, paper=REVISION, number="5"
 )
+depth = Figure(_plot_hf_depth, _verdict_hf_depth, needs_values={"fix": FIXES}, paper=REVISION, number="6")
+causal_fix = Figure(
+    _plot_hf_causal_fix,
+    _verdict_hf_causal_fix,
+    needs={"T": 2},
+    needs_values={"fix": FIXES},
+    paper=GAPSCOPE,
+    number="",
+)
+
+# former names of this module's figures and parameters (gapscope 0.x), accepted with a warning
+RENAMED = {"hf_width": "width", "hf_depth": "depth", "hf_causal_fix": "causal_fix", "heads": "per_head"}

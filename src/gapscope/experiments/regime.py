@@ -17,8 +17,9 @@ from matplotlib.figure import Figure as MplFigure
 
 from gapscope.ensembles import INSTANCE_ATTENTIONS, VALUE_SPECTRA, oversmoothing_instance
 from gapscope.experiments.figures import Figure, Verdict
-from gapscope.experiments.parameters import Parameter
+from gapscope.experiments.papers import RECORD_STRAIGHT
 from gapscope.linalg import effective_rank, hfc_lfc_ratio, mean_cosine_similarity
+from gapscope.parameters import Parameter
 from gapscope.theory import closed_form, predict
 
 PARAMETERS = (
@@ -138,4 +139,9 @@ def _verdict_regime_prediction(table: pd.DataFrame) -> list[Verdict]:
 # --- oversmoothing: the sign of LayerNorm weights (Record Straight, Fig. 3) -------------------
 
 
-regime_prediction = Figure(_plot_regime_prediction, _verdict_regime_prediction)
+prediction = Figure(
+    _plot_regime_prediction, _verdict_regime_prediction, paper=RECORD_STRAIGHT, number="Thms 2-3, Cor. 3"
+)
+
+# former names of this module's figures and parameters (gapscope 0.x), accepted with a warning
+RENAMED = {"regime_prediction": "prediction"}

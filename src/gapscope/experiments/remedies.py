@@ -1,12 +1,12 @@
 """Remedies side by side at initialisation: which attention variants keep rank, and why.
 
-Every variant of :class:`gapscope.nn.Attention` (a ``normaliser`` or the centred gain of the
-mean ``fix``) beside A and A^perp: the gap s_1/s_2 and sqrt(T)|lambda_2| against T, the
-stable rank of Sigma_l at l = 1 and 3 against T, the stable rank against depth in 10-layer
-stacks with and without LN and skip, and ||dX_L/dW_1||_F^2 against T (L = ``grad_depth``);
-at T = ``train_T``, a one-layer stack of each variant trained on the Heaviside task of Mind the
-Gap's Fig. 6 (:mod:`gapscope.experiments._training`). Theory where it exists:
-:mod:`gapscope.theory.remedies`.
+Every registered variant (:data:`gapscope.variants.VARIANTS`: a ``normaliser`` or the centred
+gain of the mean ``fix``) beside A and A^⊥, each with the marks theory expects and why: the gap
+s_1/s_2 and sqrt(T)|lambda_2| against T, the stable rank of Sigma_l at l = 1 and 3 against T,
+the stable rank against depth in 10-layer stacks with and without LN and skip, and
+||dX_L/dW_1||_F^2 against T (L = ``grad_depth``); at T = ``train_T``, a one-layer stack of each
+variant trained on the Heaviside task of Mind the Gap's Fig. 6
+(:mod:`gapscope.experiments._training`). Theory where it exists: :mod:`gapscope.theory.remedies`.
 """
 
 from __future__ import annotations
@@ -22,28 +22,13 @@ from matplotlib.figure import Figure as MplFigure
 from gapscope.ensembles import LAWS, isometric_input
 from gapscope.experiments import _training
 from gapscope.experiments.figures import Figure, Verdict, fmt, log_slope, mean_by, style, style_legend
-from gapscope.experiments.parameters import Parameter
+from gapscope.experiments.papers import GAPSCOPE
 from gapscope.gradients import value_gradient_norms
 from gapscope.linalg import covariance_stable_rank
 from gapscope.nn import AttentionStack, StackConfig
-from gapscope.theory import key_query_sigma2
-from gapscope.theory.remedies import centred_top_singular_value, differential_sigma2, length_scaled_gap_ratio
+from gapscope.parameters import Parameter
+from gapscope.variants import MARKS, VARIANTS
 
-# variant name -> StackConfig fields (key-query variants use N(0, 1) keys and queries, d_k = d)
-VARIANTS: dict[str, dict[str, Any]] = {
-    "A": {"kind": "markov"},
-    "A^⊥": {"kind": "markov", "fix": "mean"},
-    "A(X)": {"kind": "key_query"},
-    "A(X)^⊥": {"kind": "key_query", "fix": "mean"},
-    "centred 0.5": {"kind": "key_query", "fix": "mean", "gain": 0.5},
-    "differential": {"kind": "key_query", "normaliser": "differential"},
-    "length-scaled": {"kind": "key_query", "normaliser": "length_scaled"},
-    "sink": {"kind": "key_query", "normaliser": "sink"},
-    "softmax+1": {"kind": "key_query", "normaliser": "softmax_plus_one"},
-    "sigmoid": {"kind": "key_query", "normaliser": "sigmoid"},
-    "ReLU/T": {"kind": "key_query", "normaliser": "relu"},
-    "linear": {"kind": "key_query", "normaliser": "linear"},
-}
 STACKS: dict[str, dict[str, Any]] = {
     "plain": {},
     "LN": {"layer_norm": True},
@@ -58,7 +43,7 @@ PARAMETERS = (
     Parameter("T", "int", "the number of tokens", minimum=2),
     Parameter("gamma", "float", "T / d", 1.0, minimum=1e-3),
     Parameter("seed", "int", "the seed of the weights and the input", minimum=0),
-    Parameter("law", "str", "the entry law of A and A^perp", "exponential", choices=LAWS),
+    Parameter("law", "str", "the entry law of A and A^⊥", "exponential", choices=LAWS),
     Parameter("grad_depth", "int", "the depth L of the gradient stack", 2, minimum=1),
     Parameter("length_scale", "float", "s of the length-scaled logits", 0.5, minimum=0.0),
     Parameter("diff_lambda", "float", "lambda of differential attention", 0.8, minimum=0.0),
@@ -69,7 +54,7 @@ PARAMETERS = (
 
 
 def _config(cell: dict[str, Any], depth: int, **extra: Any) -> StackConfig:
-    fields = VARIANTS[cell["variant"]] | extra
+    fields = dict(VARIANTS[cell["variant"]].fields) | extra
     return StackConfig(
         T=cell["T"],
         d=round(cell["T"] / cell["gamma"]),
@@ -130,7 +115,7 @@ def measure(cell: dict[str, Any], device: torch.device) -> list[dict[str, Any]]:
     # float64), and its verdict reads a log-log slope over T. The seed draws other float32 weights
     # than float64 ones, so the slopes are another sample (every mark stayed the same)
     grad_model, x = _build(cell, cell["grad_depth"], dtype="float32")
-    plain = VARIANTS[cell["variant"]].get("normaliser", "softmax") == "softmax"
+    plain = VARIANTS[cell["variant"]].fields.get("normaliser", "softmax") == "softmax"
     method = "auto" if plain and cell["grad_depth"] <= 2 else "hutchinson"
     (norm,) = value_gradient_norms(
         grad_model, x, layers=[1], method=method, probes=64, generator=cell["seed"]
@@ -180,13 +165,15 @@ def _per_variant(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _marks(v: pd.Series) -> dict[str, bool]:
-    """The computed answers: gap removed, width rank kept, depth rank kept (plain stack), linear gradient."""
-    return {
-        "gap removed": v["gap_slope"] < 0.25,
-        "sr grows with T": v["width_slope"] >= 0.5,
-        "no depth collapse": v["depth_plain"] > DEPTH_KEPT,
-        "gradient linear in T": v["grad_slope"] <= 1.3,
-    }
+    """The computed answers on :data:`gapscope.variants.MARKS`: gap removed, width rank kept, depth
+    rank kept (plain stack), linear gradient."""
+    answers = (
+        v["gap_slope"] < 0.25,
+        v["width_slope"] >= 0.5,
+        v["depth_plain"] > DEPTH_KEPT,
+        v["grad_slope"] <= 1.3,
+    )
+    return dict(zip(MARKS, answers, strict=True))
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:
@@ -218,82 +205,18 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_dict(cells, orient="index")
 
 
-# expected answers: theory (theory/remedies.py, SPEC sections 3-7) or the stated reason; the
-# variants without a claim on an axis are measured and shown in the table only
-EXPECTED: dict[str, dict[str, bool]] = {
-    "A": {
-        "gap removed": False,
-        "sr grows with T": False,
-        "no depth collapse": False,
-        "gradient linear in T": False,
-    },
-    "A^⊥": {
-        "gap removed": True,
-        "sr grows with T": True,
-        "no depth collapse": True,
-        "gradient linear in T": True,
-    },
-    "A(X)": {
-        "gap removed": False,
-        "sr grows with T": False,
-        "no depth collapse": False,
-        "gradient linear in T": False,
-    },
-    "A(X)^⊥": {
-        "gap removed": True,
-        "sr grows with T": True,
-        "no depth collapse": False,
-        "gradient linear in T": False,
-    },
-    "centred 0.5": {"gap removed": False, "sr grows with T": False, "gradient linear in T": False},
-    "sink": {"gap removed": False, "sr grows with T": False},
-    "softmax+1": {"gap removed": False, "sr grows with T": False},
-    "sigmoid": {"gap removed": False, "sr grows with T": False},
-    "ReLU/T": {"gap removed": False, "sr grows with T": False},
-    "linear": {"gap removed": False, "sr grows with T": False},
-}
-REASONS = {
-    "A": "Random Markov: s1 = 1 over a bulk 2 sigma/sqrt(T), Thm 2, Props 3 and 4",
-    "A^⊥": "gain 1 removes the Perron value, Props 5 and 6",
-    "A(X)": "key-query attention is close to Random Markov, SPEC section 3",
-    "A(X)^⊥": "the fix removes s1 only; deeper key-query layers depend on W_1, SPEC section 3b",
-    "centred 0.5": "s1 -> 1 - lambda over the bulk: C_1(0.5) = 16 C_1(0), gradient ~ theta^4 d^2",
-    "sink": "rows sum to 1 - O(1/T): Perron value about 1",
-    "softmax+1": "rows sum to 1 - O(1/T): Perron value about 1",
-    "sigmoid": "sigmoid(S - log T) ~ exp(S)/T: rows sum to about E e^S",
-    "ReLU/T": "rows sum to about tau/sqrt(2 pi), bulk 2 sqrt(pi - 1)/sqrt(T) of that",
-    "linear": "phi(q).phi(k) concentrates: A ~ 11^T/T plus a small low-rank part",
-}
 KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 
 
-def _theory_expected(table: pd.DataFrame) -> dict[str, dict[str, bool]]:
-    """Differential attention: centred attention with gain lambda and bulk sigma^2 (1 + lambda^2), so
-    the predicted s1 / edge over the grid (closed while T < (2 sigma sqrt(1 + lambda^2)/(1 - lambda))^2).
-    Length-scaled logits: the Random Markov ratio sqrt(T)/(2 sigma_eff) is below 1 over the grid,
-    i.e. sigma_eff^2 > T/4: no gap (heavy-tailed, near one-hot rows; measured, no closed form)."""
-    Ts = sorted(int(T) for T in table["T"].unique())
-    lam = float(table["diff_lambda"].iloc[0])
-    sigma2 = differential_sigma2(key_query_sigma2(1.0), lam)
-    ratios = [centred_top_singular_value(lam, sigma2, T) / (2 * math.sqrt(sigma2 / T)) for T in Ts]
-    closed = log_slope(Ts, ratios) < 0.25
-    scale = float(table["length_scale"].iloc[0])
-    no_gap = all(length_scaled_gap_ratio(T, scale) < 1 for T in Ts)
-    return {
-        "differential": {"gap removed": closed, "sr grows with T": closed},
-        "length-scaled": {"gap removed": no_gap, "sr grows with T": no_gap},
-    }
-
-
 def verdicts(table: pd.DataFrame) -> list[Verdict]:
+    """Per variant, its registered expected marks (:meth:`gapscope.variants.Variant.expectations`,
+    theory computed over this grid's T) against the measured ones."""
     stats = _per_variant(table)
-    expected = EXPECTED | _theory_expected(table)
-    reasons = REASONS | {
-        "differential": "centred with gain lambda and bulk sigma^2 (1 + lambda^2), theory.remedies",
-        "length-scaled": "sigma_eff^2 = e^(s^2 log^2 T) - 1 > T/4 over the grid, theory.remedies",
-    }
+    Ts = sorted(int(T) for T in table["T"].unique())
+    options = {key: float(table[key].iloc[0]) for key in ("diff_lambda", "length_scale")}
     out = []
     for variant, v in stats.iterrows():
+        expected, reason = VARIANTS[str(variant)].expectations(Ts, options)
         marks = _marks(v)
         numbers = {
             "gap removed": f"slope {fmt(v['gap_slope'])}, s1/s2 = {fmt(v['gap_ratio'])} at T max",
@@ -304,10 +227,10 @@ def verdicts(table: pd.DataFrame) -> list[Verdict]:
             ),
             "gradient linear in T": f"slope {fmt(v['grad_slope'])}",
         }
-        for claim, want in expected.get(str(variant), {}).items():
+        for claim, want in expected.items():
             out.append(
                 Verdict(
-                    f"{variant}: {claim} ({reasons[str(variant)]})",
+                    f"{variant}: {claim} ({reason})",
                     "yes" if want else "no",
                     f"{'yes' if marks[claim] else 'no'}: {numbers[claim]}",
                     marks[claim] == want,
@@ -361,4 +284,4 @@ def plot(table: pd.DataFrame) -> MplFigure:
     return fig
 
 
-remedies = Figure(plot, verdicts, needs={"T": 3}, summary=summary)
+remedies = Figure(plot, verdicts, needs={"T": 3}, summary=summary, paper=GAPSCOPE, number="")

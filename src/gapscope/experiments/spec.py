@@ -2,10 +2,10 @@
 
 Experiment files are TOML::
 
-    name = "rank_collapse_width"
     title = "Rank collapse in width"
     module = "collapse"              # a shipped module, a dotted path or a .py file
-    figure = "width_collapse"        # a Figure of that module
+    figure = "width"                 # a Figure of that module
+    # name = "collapse.width"        # optional: by default module.figure (the module's last part)
     [fixed]                          # passed to every cell
     depth = 3
     [grid]                           # the paper-scale grid: every combination is a cell
@@ -32,6 +32,7 @@ import itertools
 import json
 import re
 import sys
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -41,7 +42,8 @@ from gapscope import _optional
 from gapscope._checks import check_int
 from gapscope.experiments import modules
 from gapscope.experiments.figures import Figure
-from gapscope.experiments.parameters import defaults, required
+from gapscope.experiments.papers import order_key
+from gapscope.parameters import defaults, required
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -62,7 +64,47 @@ KEYS = (
     "requires",
     "expected_cost",
 )
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# the shipped experiments' names before they followed module.figure, accepted with a warning
+FORMER_NAMES = {
+    "eigenvalue_clouds": "spectrum.clouds",
+    "rank_collapse_width": "collapse.width",
+    "rank_collapse_depth": "collapse.depth",
+    "gradients_width": "gradient_norms.width",
+    "gradients_depth": "gradient_norms.depth",
+    "training_fix": "attention_training.fix",
+    "attention_outliers": "layer_spectra.outliers",
+    "training_scaling_kq": "attention_training.scaling_kq",
+    "training_scaling_skip": "attention_training.scaling_skip",
+    "roberta_inputs": "real_model_spectra.inputs",
+    "tinybert_long": "real_model_spectra.long",
+    "gpt2_causal": "real_model_spectra.causal",
+    "roberta_width": "real_models.width",
+    "roberta_depth": "real_models.depth",
+    "noniso_clouds": "spectrum.noniso_clouds",
+    "rank_collapse_width_by_depth": "collapse.width_by_depth",
+    "regime_prediction": "regime.prediction",
+    "causal_fix": "real_models.causal_fix",
+    "kq_long_context": "kq_long_context.gap",
+}
+
+
+def renamed(kind: str, old: str, new: str, where: str) -> str:
+    """``new``, after a FutureWarning that ``where`` uses the former name ``old`` of a ``kind``
+    (kept for one release)."""
+    warnings.warn(
+        f"{where}: {kind} {old!r} is now called {new!r}; the old name works until the next release",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return new
+
+
+def default_name(module: str, figure: str) -> str:
+    """An experiment's name by convention: ``module.figure`` (the module's last dotted part, a file
+    module's stem), or the module alone when the figure is named like it."""
+    stem = Path(module).stem if module.endswith(".py") else module.rsplit(".", 1)[-1]
+    return stem if figure == stem else f"{stem}.{figure}"
 
 
 class ExperimentFileError(ValueError):
@@ -98,6 +140,8 @@ class Experiment:
     description: str = ""
     requires: tuple[str, ...] = ()
     expected_cost: dict[str, str] = field(default_factory=dict)
+    # the plans built so far, by scale (a definition is frozen, so its plans never change)
+    _plans: dict[str, Plan] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def missing(self) -> list[str]:
         """Optional packages this experiment needs that are not installed."""
@@ -120,17 +164,12 @@ class Experiment:
 
         if not isinstance(data, dict):
             raise fail(f"expected a table of keys, got {type(data).__name__}")
-        absent = [key for key in ("name", "module", "figure", "grid") if key not in data]
+        absent = [key for key in ("module", "figure", "grid") if key not in data]
         if absent:
             raise fail(f"missing keys {absent}")
         unknown = sorted(set(data) - set(KEYS))
         if unknown:
             raise fail(f"unknown keys {unknown}; expected some of {list(KEYS)}")
-        name = data["name"]
-        if not isinstance(name, str) or not NAME.fullmatch(name):
-            raise fail(
-                f"name must be letters, digits, '_' or '-' (it names a folder under --out), got {name!r}"
-            )
         for key in ("title", "description", "figure"):
             if key in data and not isinstance(data[key], str):
                 raise fail(f"{key} must be a string, got {data[key]!r}")
@@ -143,30 +182,43 @@ class Experiment:
             requires = _optional.check_known(data.get("requires", []), "requires")
         except ValueError as err:
             raise fail(str(err)) from None
-        if data["figure"] not in module.figures:
+        figure = data["figure"]
+        if figure in module.renamed and figure not in module.figures:
+            figure = renamed("figure", figure, module.renamed[figure], source)
+        if figure not in module.figures:
             raise fail(
-                f"unknown figure {data['figure']!r} of module {reference!r}; expected one of "
-                f"{sorted(module.figures)}"
+                f"unknown figure {figure!r} of module {reference!r}; expected one of {sorted(module.figures)}"
             )
         for scale, cost in data.get("expected_cost", {}).items():
             if scale not in SCALES or not isinstance(cost, str):
                 raise fail(
                     f"[expected_cost] maps a scale of {list(SCALES)} to a text, got {scale!r} = {cost!r}"
                 )
+        name = data.get("name", default_name(reference, figure))
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            raise fail(
+                f"name must be letters, digits, '_', '.' or '-' (it names a folder under --out), got {name!r}"
+            )
+        grid, fixed = (
+            _current(data.get(t, {}), module.renamed, f"{source} [{t}]") for t in ("grid", "fixed")
+        )
         scales = {}
         for scale, override in data.get("scales", {}).items():
             if scale not in SCALES:
                 raise fail(f"unknown scale {scale!r} in [scales]; expected some of {list(SCALES)}")
             if not isinstance(override, dict) or set(override) - {"grid", "fixed"}:
                 raise fail(f"[scales.{scale}] may hold only [scales.{scale}.grid] and [scales.{scale}.fixed]")
-            scales[scale] = {part: dict(table) for part, table in override.items()}
+            scales[scale] = {
+                part: _current(table, module.renamed, f"{source} [scales.{scale}.{part}]")
+                for part, table in override.items()
+            }
         experiment = cls(
             name=name,
             title=data.get("title", name),
             module=reference,
-            figure=data["figure"],
-            grid=dict(data["grid"]),
-            fixed=dict(data.get("fixed", {})),
+            figure=figure,
+            grid=grid,
+            fixed=fixed,
             scales=scales,
             description=data.get("description", ""),
             requires=requires,
@@ -174,7 +226,7 @@ class Experiment:
         )
         for scale in SCALES:
             try:
-                experiment.cells(scale)
+                experiment.plan(scale)
             except ValueError as err:
                 raise fail(f"at scale {scale!r}: {err}") from None
         return experiment
@@ -196,6 +248,12 @@ class Experiment:
     def figure_spec(self) -> Figure:
         """The :class:`Figure` this experiment draws, with its verdicts."""
         return modules.load(self.module).figures[self.figure]
+
+    @property
+    def order(self) -> tuple[int, int, str, str]:
+        """Where the experiment goes in the report and lists: its figure's paper and number, then name."""
+        figure = self.figure_spec
+        return order_key(figure.paper, figure.number, self.name)
 
     def varied(self, **changes: dict[str, Any]) -> Experiment:
         """A checked copy with ``fixed``, ``grid`` (or other tables) updated key by key.
@@ -291,8 +349,28 @@ class Experiment:
         fixed = self.fixed | override.get("fixed", {})
         return grid, fixed
 
+    def plan(self, scale: str = DEFAULT_SCALE) -> Plan:
+        """The cells at ``scale`` with their keys and measurement groups, built once per scale and
+        shared by the sweep, the store and the report."""
+        if scale not in self._plans:
+            cells = self._checked_cells(scale)
+            module = modules.load(self.module)
+            index = {id(cell): i for i, cell in enumerate(cells)}
+            self._plans[scale] = Plan(
+                experiment=self,
+                scale=scale,
+                cells=tuple(cells),
+                keys=tuple(cell_key(self.module, cell) for cell in cells),
+                groups=tuple(tuple(index[id(c)] for c in group) for group in module.groups(cells)),
+            )
+        return self._plans[scale]
+
     def cells(self, scale: str = DEFAULT_SCALE) -> list[dict[str, Any]]:
-        """Every combination of the grid axes with the fixed values and defaults, each value checked."""
+        """Every combination of the grid axes with the fixed values and defaults, each value checked
+        (copies of the plan's cells)."""
+        return [dict(cell) for cell in self.plan(scale).cells]
+
+    def _checked_cells(self, scale: str) -> list[dict[str, Any]]:
         module = modules.load(self.module)
         parameters = module.parameters
         grid, fixed = self.resolved(scale)
@@ -328,6 +406,28 @@ class Experiment:
         ]
 
 
+@dataclass(frozen=True)
+class Plan:
+    """One experiment at one scale: its cells (every parameter filled in and checked), their store
+    keys (:func:`cell_key`) and the groups measured in one call (indices into ``cells``)."""
+
+    experiment: Experiment
+    scale: str
+    cells: tuple[dict[str, Any], ...]
+    keys: tuple[str, ...]
+    groups: tuple[tuple[int, ...], ...]
+
+    @property
+    def seeds(self) -> list[Any]:
+        """The seed axis at this scale (empty when the seed is fixed)."""
+        return list(self.experiment.resolved(self.scale)[0].get("seed", []))
+
+    def todo(self, done: set[str]) -> list[list[int]]:
+        """The groups with a cell whose key is not in ``done``: whole groups run, so a cell's
+        numbers do not depend on which of its group are stored."""
+        return [list(group) for group in self.groups if any(self.keys[i] not in done for i in group)]
+
+
 OVERRIDE = re.compile(r"(grid|fixed)\.([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)
 
 
@@ -347,6 +447,13 @@ def _override_value(raw: str, as_list: bool) -> Any:
     return [parse(item) for item in raw.split(",")]
 
 
+def _current(table: Any, former: dict[str, str], where: str) -> dict[str, Any]:
+    """A [grid] or [fixed] table with former parameter names replaced by the current ones."""
+    if not isinstance(table, dict):
+        return table  # reported as not a table where it is checked
+    return {(renamed("parameter", k, former[k], where) if k in former else k): v for k, v in table.items()}
+
+
 def _checked(parameter: Any, value: Any, where: str) -> Any:
     try:
         return parameter.check(value)
@@ -355,12 +462,22 @@ def _checked(parameter: Any, value: Any, where: str) -> Any:
 
 
 def shipped_experiments() -> dict[str, Experiment]:
-    """The experiment files that ship with gapscope, one per paper figure, by name."""
+    """The experiment files that ship with gapscope, one per paper figure, by name, in the papers'
+    order (their figures' ``paper`` and ``number``)."""
     folder = resources.files("gapscope.experiments") / "files"
-    found = {}
+    found = []
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".toml"):
             source = f"shipped experiment {entry.name}"
-            experiment = Experiment.from_dict(tomllib.loads(entry.read_text(encoding="utf-8")), source=source)
-            found[experiment.name] = experiment
-    return found
+            found.append(
+                Experiment.from_dict(tomllib.loads(entry.read_text(encoding="utf-8")), source=source)
+            )
+    return {experiment.name: experiment for experiment in sorted(found, key=lambda e: e.order)}
+
+
+def shipped_experiment(name: str, where: str = "the command line") -> Experiment | None:
+    """The shipped experiment called ``name`` (a former name too, with a warning), or None."""
+    shipped = shipped_experiments()
+    if name not in shipped and name in FORMER_NAMES:
+        name = renamed("experiment", name, FORMER_NAMES[name], where)
+    return shipped.get(name)

@@ -20,16 +20,17 @@ from matplotlib.figure import Figure as MplFigure
 from gapscope.ensembles import INPUTS, KEY_QUERY_INITS, sample_attention
 from gapscope.experiments import _stacks
 from gapscope.experiments.figures import Figure, Verdict, fmt, log_slope, sigma2_of
-from gapscope.experiments.parameters import Parameter
+from gapscope.experiments.papers import MIND_THE_GAP, REVISION
 from gapscope.experiments.statistics import all_of, decide, mean_interval
 from gapscope.linalg import eigenvalues, spectral_gap
+from gapscope.parameters import Parameter
 
 PARAMETERS = (
     Parameter("T", "int", "the number of tokens (matrix size)", minimum=2),
     Parameter("seed", "int", "the seed of the draw", minimum=0),
     *_stacks.LAW_PARAMETERS,
     Parameter(
-        "kq",
+        "qk_init",
         "str",
         "sample key-query attention with this init instead (absent: Random Markov)",
         None,
@@ -151,5 +152,10 @@ def _verdict_noniso_clouds(table: pd.DataFrame) -> list[Verdict]:
     ]
 
 
-eigenvalue_clouds = Figure(_plot_eigenvalue_clouds, _verdict_eigenvalue_clouds, needs={"T": 2})
-noniso_clouds = Figure(_plot_noniso_clouds, _verdict_noniso_clouds)
+clouds = Figure(
+    _plot_eigenvalue_clouds, _verdict_eigenvalue_clouds, needs={"T": 2}, paper=MIND_THE_GAP, number="1"
+)
+noniso_clouds = Figure(_plot_noniso_clouds, _verdict_noniso_clouds, paper=REVISION, number="9")
+
+# former names of this module's figures and parameters (gapscope 0.x), accepted with a warning
+RENAMED = {"eigenvalue_clouds": "clouds", "kq": "qk_init"}

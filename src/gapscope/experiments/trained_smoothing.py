@@ -17,9 +17,10 @@ import torch
 from matplotlib.figure import Figure as MplFigure
 
 from gapscope.experiments.figures import SMOOTHING_METRICS, Figure, Verdict, mean_by
-from gapscope.experiments.parameters import Parameter
+from gapscope.experiments.papers import RECORD_STRAIGHT
 from gapscope.experiments.statistics import all_of, decide, mean_interval, paired_difference, paired_values
 from gapscope.hf.training import TASKS, VALUES
+from gapscope.parameters import Parameter
 
 PAPER_RUNS = "5 seeds and 600 steps (--scale paper)"
 # what the runs have found so far for the vision ordering, which neither scale decides
@@ -141,5 +142,9 @@ def _verdict_trained_smoothing(table: pd.DataFrame) -> list[Verdict]:
 
 
 trained_smoothing = Figure(
-    _plot_trained_smoothing, _verdict_trained_smoothing, needs_values={"value": ("sharpening", "smoothing")}
+    _plot_trained_smoothing,
+    _verdict_trained_smoothing,
+    needs_values={"value": ("sharpening", "smoothing")},
+    paper=RECORD_STRAIGHT,
+    number="2",
 )
