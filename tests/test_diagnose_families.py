@@ -74,7 +74,10 @@ def test_causality_capture_and_default_diagnosis(family):
     assert table.attrs["causal"] is causal
     heads = table[table["kind"] == "head"]
     assert len(heads) == 2 * 2 * 4  # fixes x layers x heads
-    assert (heads["abs_lambda1"] - 1).abs().max() < 1e-5
+    plain = heads[heads["fix"] == "none"]
+    assert (plain["abs_lambda1"] - 1).abs().max() < 1e-5
+    fixed = heads[heads["fix"] != "none"]  # A - U: the Perron value is gone
+    assert (fixed["s1"].to_numpy() < plain["s1"].to_numpy()).all()
     assert model.config._attn_implementation == "sdpa"
 
 

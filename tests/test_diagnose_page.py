@@ -14,7 +14,7 @@ from gapscope.cli import app  # noqa: E402
 from gapscope.hf import build_model  # noqa: E402
 from gapscope.hf.diagnose import diagnose  # noqa: E402
 from gapscope.hf.page import diagnosis_page, write_diagnosis  # noqa: E402
-from gapscope.hf.verdict import STATISTIC, summary  # noqa: E402
+from gapscope.hf.verdict import GLOSSARY, STATISTIC, summary  # noqa: E402
 
 runner = CliRunner()
 
@@ -96,12 +96,9 @@ def tables():
 def test_summary_is_a_flat_dict_of_numbers(tables):
     encoder, decoder = tables
     values = summary(encoder)
-    expected = {
-        "model", "causal", "layers", "heads", "T", "gap_ratio_layer1", "sqrt_T_s2_layer1",
-        "bulk_edge_layer1", "sqrt_T_abs_lambda2_layer1", "gap_ratio_last", "sr_input", "sr_last",
-        "sr_slope", "extra_outlier_fraction", "sr_last_fixed", "sr_slope_fixed",
-    }  # fmt: skip
-    assert set(values) == expected
+    assert list(values) == list(GLOSSARY)  # every key explained, in the same order
+    for key in GLOSSARY:
+        assert f"``{key}``" in (summary.__doc__ or "")
     assert values["causal"] == 0 and summary(decoder)["causal"] == 1
     assert values["layers"] == 2 and values["heads"] == 4 and values["T"] == 16
     heads = encoder[(encoder["kind"] == "head") & (encoder["fix"] == "none") & (encoder["layer"] == 1)]
@@ -112,7 +109,7 @@ def test_summary_is_a_flat_dict_of_numbers(tables):
     assert values["sr_slope"] == pytest.approx(ranks.loc[2] - ranks.loc[1])  # two points
     assert 0 <= values["extra_outlier_fraction"] <= 1
     for key, value in values.items():
-        if key != "model":
+        if key not in ("model", "weights"):
             assert isinstance(value, (int, float)) and math.isfinite(value), key
     json.dumps(values)
 
@@ -121,10 +118,16 @@ def test_the_page_has_verdicts_and_heatmaps(tables, tmp_path):
     encoder, decoder = tables
     page = diagnosis_page(encoder, figure=False)
     assert page.count('class="heatmap"') == 6  # three statistics, as built and with the fix
-    for caption in ("gap ratio s1/s2, as built", "√T·|λ2|, with the mean fix", "extra singular outliers"):
+    for caption in (
+        "gap ratio s1/s2, A as built",
+        "√T·|λ2|, A - U, the attention the values see with the mean fix",
+        "extra singular outliers",
+    ):
         assert caption in page
-    assert "layer 1: s1/s2 = " in page and "layer 2: s1/s2 = " in page
+    assert page.count('class="scale"') == 6  # a colour bar under every heatmap
+    assert "layer 1: s2 = " in page and "layer 2: s2 = " in page
     assert "bulk edge 2σ/√T = " in page and "with the mean fix: " in page
+    assert all(key in page for key in GLOSSARY) and "Glossary" in page
     assert STATISTIC in page
     both = diagnosis_page([encoder, decoder], figure=False)
     assert both.count('class="heatmap"') == 12 and "causal attention" in both
@@ -142,22 +145,27 @@ def test_the_page_has_verdicts_and_heatmaps(tables, tmp_path):
 
 
 def test_two_models_side_by_side_on_the_command_line(tmp_path):
-    args = ["diagnose", "bert-base", "gpt2", "--tiny", "--tokens", "12", "--out", str(tmp_path)]
+    args = ["diagnose", "random:bert-base", "random:gpt2", "--tiny", "--tokens", "12", "--out", str(tmp_path)]
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["statistic"] == STATISTIC
-    assert [m["model"] for m in payload["models"]] == ["bert-base", "gpt2"]
+    assert [m["model"] for m in payload["models"]] == [
+        "bert-base (random init, tiny)",
+        "gpt2 (random init, tiny)",
+    ]
+    assert [m["weights"] for m in payload["models"]] == ["random init"] * 2
     assert [m["summary"]["causal"] for m in payload["models"]] == [0, 1]
     page = (tmp_path / "diagnosis.html").read_text()
-    assert "bert-base (tiny)" in page and "gpt2 (tiny)" in page
+    assert "bert-base (random init, tiny)" in page and "gpt2 (random init, tiny)" in page
+    assert "gpt2 (random init, tiny) − bert-base (random init, tiny)" in page  # the difference column
     table = runner.invoke(app, [*args[:-2], "--t", "12", "--baseline"], env={"COLUMNS": "200"})
     assert table.exit_code == 0, table.output
     text = " ".join(table.output.split())
-    assert "side by side" in text and "gap_ratio_layer1" in text and "at random init" in text
+    assert "side by side" in text and "gap_ratio_layer1" in text and "(random init, tiny)" in text
 
 
 def test_the_cli_says_when_it_switches_to_matrix_free():
-    result = runner.invoke(app, ["diagnose", "llama-small", "--tiny", "--T", "520", "--fix", "none"])
+    result = runner.invoke(app, ["diagnose", "random:llama-small", "--tiny", "--T", "520", "--fix", "none"])
     assert result.exit_code == 0, result.output
     assert "notice: T = 520 > 512: heads are summarised matrix-free" in " ".join(result.stderr.split())

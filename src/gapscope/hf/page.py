@@ -23,12 +23,13 @@ import pandas as pd
 from gapscope import __version__
 from gapscope._io import check_output_directory, write_atomically
 from gapscope.hf.verdict import (
+    GLOSSARY,
     STATISTIC,
     diagnosis_summary,
     json_records,
     layer_medians,
     layer_verdicts,
-    model_verdict,
+    model_verdicts,
     summary,
 )
 
@@ -60,6 +61,10 @@ td, th { border: 1px solid #ccc; padding: 3px 6px; text-align: right; }
 .maps { display: flex; flex-wrap: wrap; gap: 1.5em; }
 .heatmap td { min-width: 2.5em; }
 .models { display: flex; gap: 2em; align-items: flex-start; }
+.scale { display: flex; align-items: center; gap: 0.4em; font-size: 0.8em; color: #444; margin-top: 2px; }
+.scale .bar { width: 10em; height: 0.8em; border: 1px solid #ccc; }
+dl.glossary dt { font-family: monospace; float: left; clear: left; width: 17em; }
+dl.glossary dd { margin-left: 18em; font-size: 0.9em; }
 """
 
 Tables: TypeAlias = "pd.DataFrame | Sequence[pd.DataFrame] | Mapping[str, pd.DataFrame]"
@@ -116,10 +121,42 @@ def heatmap_html(grid: pd.DataFrame, caption: str, log: bool = False) -> str:
             for j in range(values.shape[1])
         )
         body.append(f"<tr><th>layer {layer}</th>{cells}</tr>")
-    return (
+    table = (
         f'<table class="heatmap"><caption>{html.escape(caption)}</caption>'
         f"<tr><th></th>{header}</tr>{''.join(body)}</table>"
     )
+    return f"<div>{table}{colour_bar(low, high, log)}</div>"
+
+
+def colour_bar(low: float, high: float, log: bool) -> str:
+    """The legend of a heatmap: the colours from its smallest to its largest value."""
+    ends = (math.exp(low), math.exp(high)) if log else (low, high)
+    stops = ", ".join(_colour(f) for f in (0.0, 0.25, 0.5, 0.75, 1.0))
+    return (
+        f'<div class="scale"><span>{ends[0]:.3g}</span>'
+        f'<span class="bar" style="background: linear-gradient(to right, {stops})"></span>'
+        f"<span>{ends[1]:.3g}</span>{' (log scale)' if log else ''}</div>"
+    )
+
+
+def glossary_html() -> str:
+    """Every summary key and what it means (:data:`gapscope.hf.verdict.GLOSSARY`)."""
+    items = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in GLOSSARY.items())
+    return f'<h2>Glossary of the summary</h2><dl class="glossary">{items}</dl>'
+
+
+def compared(summaries: pd.DataFrame) -> pd.DataFrame:
+    """The summary table (keys x models); with exactly two models, their difference (second
+    minus first) and ratio (second over first) as two more columns, for the numeric keys."""
+    frame = summaries.set_index("model").T
+    if frame.shape[1] != 2:
+        return frame
+    first, second = (pd.to_numeric(frame[c], errors="coerce") for c in frame.columns)
+    numeric = first.notna() & second.notna() & ~frame.index.isin(["causal", "layers", "heads"])
+    difference = (second - first).where(numeric)
+    ratio = (second / first.where(first != 0)).where(numeric)
+    names = list(frame.columns)
+    return frame.assign(**{f"{names[1]} − {names[0]}": difference, f"{names[1]} / {names[0]}": ratio})
 
 
 def _figure_png(table: pd.DataFrame, title: str, baseline: pd.DataFrame | None) -> bytes:
@@ -136,14 +173,17 @@ def _figure_png(table: pd.DataFrame, title: str, baseline: pd.DataFrame | None) 
     return buffer.getvalue()
 
 
-def _model_section(label: str, table: pd.DataFrame, baseline: pd.DataFrame | None, figure: bool) -> str:
-    fixes = ["none"] + [fix for fix in sorted(set(table["fix"])) if fix != "none"]
+def model_section(label: str, table: pd.DataFrame, baseline: pd.DataFrame | None, figure: bool) -> str:
+    """One model's part of the page: its verdicts, heatmaps with colour bars, curves and tables."""
+    heads = table[table["kind"] == "head"]
+    fixes = ["none"] + [fix for fix in sorted(set(heads["fix"])) if fix != "none"]
     maps = []
     for fix in fixes:
-        name = "as built" if fix == "none" else f"with the {fix} fix"
+        name = "A as built" if fix == "none" else f"A - U, the attention the values see with the {fix} fix"
         for column, caption, log in HEATMAPS:
             maps.append(heatmap_html(head_grid(table, fix, column), f"{caption}, {name}", log))
-    lines = "".join(f"<li>{html.escape(line)}</li>" for line in layer_verdicts(table))
+    verdicts = model_verdicts(table)
+    lines = "".join(f"<li>{html.escape(line)}</li>" for line in [*verdicts[1:], *layer_verdicts(table)])
     image = ""
     if figure:
         encoded = base64.b64encode(_figure_png(table, label, baseline)).decode("ascii")
@@ -153,7 +193,7 @@ def _model_section(label: str, table: pd.DataFrame, baseline: pd.DataFrame | Non
         )
     fmt = lambda x: f"{x:.4g}"  # noqa: E731
     return f"""<section><h2>{html.escape(label)}</h2>
-<p class="verdict">{html.escape(model_verdict(table))}</p>
+<p class="verdict">{html.escape(verdicts[0])}</p>
 <ul class="layers">{lines}</ul>
 <h3>Heads: layer x head ({STATISTIC.replace("heads, ", "")})</h3>
 <div class="maps">{"".join(maps)}</div>
@@ -163,6 +203,7 @@ def _model_section(label: str, table: pd.DataFrame, baseline: pd.DataFrame | Non
 {layer_medians(table, "head", HEAD_COLUMNS).to_html(index=False, float_format=fmt)}
 <h3>Token representations, per hidden state</h3>
 {layer_medians(table, "layer", LAYER_COLUMNS).to_html(index=False, float_format=fmt)}
+{"" if figure else glossary_html()}
 </section>"""
 
 
@@ -184,20 +225,22 @@ def diagnosis_page(
     sections = []
     for label, table in named.items():
         base = baseline.get(label) if isinstance(baseline, Mapping) else baseline
-        sections.append(_model_section(label, table, base, figure))
+        sections.append(model_section(label, table, base, figure))
     tokens = sorted({int(t) for table in named.values() for t in table["T"].dropna().unique()})
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style></head>
 <body><h1>{html.escape(title)}</h1>
 <p class="meta">gapscope {__version__}; T = {", ".join(map(str, tokens))}; every number is the {STATISTIC}
-unless a grid shows single heads. 'none' is the model as built; the fix removes the uniform attention
-over the keys each query may see ('mean' for bidirectional, 'causal' for causal attention). s2 and
+unless a grid shows single heads. 'none' is the model as built; the fix removes the uniform attention U
+over the keys each query may see ('mean' for bidirectional, 'causal' for causal attention), so the
+values see A - U: its heads are summarised as such, and s1 falls to the bulk edge where the fix works. s2 and
 |λ2| sit at the bulk scale 1/√T when attention behaves like a random Markov matrix (Mind the Gap,
 Thm 2): s2 at the edge 2σ/√T, √T·|λ2| below σ; a large gap ratio s1/s2 is the spectral gap behind rank
 collapse, a stable rank near 1 is collapse.</p>
 <h2>Summary</h2>
-{summaries.set_index("model").T.to_html(float_format=lambda x: f"{x:.4g}", na_rep="-")}
+{compared(summaries).to_html(float_format=lambda x: f"{x:.4g}", na_rep="-")}
 <div class="{"models" if len(named) > 1 else "model"}">{"".join(sections)}</div>
+{glossary_html()}
 </body></html>
 """
 

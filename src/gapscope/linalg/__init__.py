@@ -2,7 +2,7 @@
 collapse metrics of token representations. Batched over leading dimensions."""
 
 from gapscope.linalg.attention import attention_operator
-from gapscope.linalg.gap import FIXES, SpectralGap, causal_uniform, remove_gap, spectral_gap
+from gapscope.linalg.gap import FIXES, SpectralGap, causal_uniform, remove_gap, seen_by_values, spectral_gap
 from gapscope.linalg.metrics import (
     StableRank,
     collapse_metrics,
@@ -28,6 +28,7 @@ __all__ = [
     "FIXES",
     "causal_uniform",
     "remove_gap",
+    "seen_by_values",
     "MatrixFreeOperator",
     "ProductCounts",
     "SpectralGap",

@@ -279,3 +279,25 @@ def remove_gap(
         edge = (1 + check_positive(margin, "margin", allow_zero=True)) * 2 * sigma2.sqrt() / math.sqrt(T)
         keep = S <= edge
     return (U * (S * keep).unsqueeze(-2)) @ Vh
+
+
+def seen_by_values(A: torch.Tensor, fix: str = "mean", *, margin: float = 0.1) -> SpectralGap:
+    """Spectral summary of the attention the values see once the gap is removed (Mind the Gap,
+    section 5): M = :func:`remove_gap` (A, fix), fix 'mean' (A^⊥ = A - 11^T/T) or 'causal_mean'
+    (A - U_c), with sigma^2 = ||M||_F^2, the mean squared singular value of sqrt(T) M.
+
+    For a row-stochastic A the Perron value leaves: M 1 = 0 and the other eigenvalues of A
+    stay (Brauer's theorem), so s1 falls from about 1 to the bulk edge 2 sigma/sqrt(T) and
+    the gap ratio s1/s2 to about 1. A is checked to be row-stochastic as in :func:`spectral_gap`.
+    """
+    A = check_tensor(A, "A", square=True)
+    check_row_stochastic(A, "A")
+    if fix not in ("mean", "causal_mean"):
+        raise ValueError(f"fix must be 'mean' or 'causal_mean', got {fix!r}")
+    M = remove_gap(A, fix)
+    estimate = (M**2).sum(dim=(-2, -1))
+    converged = torch.ones(A.shape[:-2], dtype=torch.bool)
+    margin = check_positive(margin, "margin", allow_zero=True)
+    return SpectralGap(
+        A.shape[-1], singular_values(M), eigenvalues(M), estimate, "estimated", margin, converged
+    )
